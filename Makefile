@@ -1,0 +1,35 @@
+# One-command tooling. Every target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo check test bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+## The main job on the embedded default (SQLite, no services needed).
+demo: install
+	$(BIN)/tasktrail demo
+
+## Lint and type-check.
+check: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+## The whole test suite (needs PostgreSQL; see README), after the checks.
+test: check
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Benchmarks: prints tables; never run by the test suite.
+bench: install
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis tasktrail.db*

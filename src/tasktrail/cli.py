@@ -1,0 +1,207 @@
+"""The ``tasktrail`` command line (Typer + Rich)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tasktrail.errors import TasktrailError
+from tasktrail.records import TaskRecord
+from tasktrail.store import create_engine
+from tasktrail.store import migrate as migrations
+from tasktrail.trail import DEFAULT_DATABASE_URL, Trail
+
+app = typer.Typer(help="Durable, linked, observable background tasks.", no_args_is_help=True)
+db_app = typer.Typer(help="Manage tasktrail's tables.", no_args_is_help=True)
+tasks_app = typer.Typer(help="Inspect and steer tasks.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(tasks_app, name="tasks")
+console = Console()
+
+AppOption = Annotated[
+    str | None,
+    typer.Option("--app", envvar="TASKTRAIL_APP", help="MODULE:ATTR of your Trail."),
+]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option("--database-url", envvar="TASKTRAIL_DATABASE_URL", help="SQLAlchemy URL."),
+]
+
+
+def load_trail(spec: str | None, database_url: str | None = None) -> Trail:
+    """The ``Trail`` named by ``MODULE:ATTR``, or a plain one on the configured database."""
+    if spec is None:
+        return Trail(database_url)
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise typer.BadParameter(f"--app must look like MODULE:ATTR, got {spec!r}")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise typer.BadParameter(f"cannot load {spec!r}: {exc}") from None
+    if not isinstance(found, Trail):
+        raise typer.BadParameter(f"{spec!r} is a {type(found).__name__}, not a Trail")
+    return found
+
+
+def _engine(database_url: str | None) -> Any:
+    return create_engine(database_url or DEFAULT_DATABASE_URL)
+
+
+# -- db -------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head"), database_url: DatabaseOption = None) -> None:
+    """Create or migrate tasktrail's tables up to REVISION (default: the newest)."""
+    migrations.upgrade(_engine(database_url), revision)
+    console.print(f"tasktrail schema at {migrations.current_revision(_engine(database_url))}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str, database_url: DatabaseOption = None) -> None:
+    """Migrate tasktrail's tables down to REVISION (`base` drops them all)."""
+    migrations.downgrade(_engine(database_url), revision)
+    console.print(f"tasktrail schema at {migrations.current_revision(_engine(database_url))}")
+
+
+@db_app.command("current")
+def db_current(database_url: DatabaseOption = None) -> None:
+    """Print the schema revision the database is at."""
+    current = migrations.current_revision(_engine(database_url))
+    head = migrations.head_revision()
+    state = "up to date" if current == head else f"behind; newest is {head}"
+    console.print(f"{current or 'none'} ({state})")
+
+
+# -- tasks ----------------------------------------------------------------------------------
+
+
+def _status_style(status: str) -> str:
+    return {
+        "completed": "green",
+        "failed": "red",
+        "partial_failure": "yellow",
+        "cancelled": "magenta",
+        "running": "cyan",
+    }.get(status, "white")
+
+
+def _task_table(records: list[TaskRecord]) -> Table:
+    table = Table("id", "name", "status", "progress", "attempts", "step", "error")
+    for r in records:
+        table.add_row(
+            r.id,
+            r.name,
+            f"[{_status_style(r.status)}]{r.status}[/]",
+            f"{r.progress:.0f}%",
+            f"{r.attempts}/{r.max_attempts}",
+            r.current_step or "",
+            (r.error or "")[:60],
+        )
+    return table
+
+
+@tasks_app.command("list")
+def tasks_list(
+    status: Annotated[list[str] | None, typer.Option(help="Only these statuses.")] = None,
+    name: Annotated[str | None, typer.Option(help="Only tasks of this name.")] = None,
+    limit: int = 20,
+    app_spec: AppOption = None,
+) -> None:
+    """List the newest tasks."""
+    page = load_trail(app_spec).list_tasks(status=status, name=name, limit=limit)
+    console.print(_task_table(list(page.items)))
+
+
+@tasks_app.command("show")
+def tasks_show(task_id: str, app_spec: AppOption = None) -> None:
+    """Show one task, its links, items and history."""
+    trail = load_trail(app_spec)
+    task = trail.get(task_id)
+    console.print(_task_table([task]))
+    for link in task.links:
+        console.print(f"linked to {link.resource_type}/{link.resource_id} ({link.role or '-'})")
+    if task.result is not None:
+        console.print_json(json.dumps(task.result))
+    history = Table("#", "at", "type", "change", "progress", "message")
+    for e in trail.events(task_id):
+        change = f"{e.from_status or '∅'} → {e.to_status}" if e.to_status else ""
+        history.add_row(
+            str(e.id),
+            e.created_at.strftime("%H:%M:%S.%f")[:-3],
+            e.type,
+            change,
+            "" if e.progress is None else f"{e.progress:.0f}%",
+            (e.message or "")[:70],
+        )
+    console.print(history)
+
+
+@tasks_app.command("retry")
+def tasks_retry(
+    task_id: str,
+    only_failed_items: bool = typer.Option(False, help="Keep completed items done."),
+    force: bool = typer.Option(False, help="Also rerun a completed task."),
+    app_spec: AppOption = None,
+) -> None:
+    """Queue a failed, cancelled or partially failed task again."""
+    task = load_trail(app_spec).retry(
+        task_id, only_failed_items=only_failed_items, force=force, actor="cli"
+    )
+    console.print(f"{task.id} is {task.status}")
+
+
+@tasks_app.command("cancel")
+def tasks_cancel(task_id: str, reason: str | None = None, app_spec: AppOption = None) -> None:
+    """Cancel a task (a running one is asked to stop)."""
+    task = load_trail(app_spec).cancel(task_id, reason=reason, actor="cli")
+    state = (
+        "cancel requested" if task.cancel_requested_at and task.status == "running" else task.status
+    )
+    console.print(f"{task.id}: {state}")
+
+
+# -- demo -----------------------------------------------------------------------------------
+
+
+@app.command("demo")
+def demo() -> None:
+    """Submit the sample roadmaps of the built-in demo app, run them, and show the result."""
+    from tasktrail import demo as demo_app
+
+    trail = demo_app.trail
+    console.print(f"database: {trail.engine.url.render_as_string(hide_password=True)}")
+    ids = demo_app.submit_samples(trail)
+    with console.status("running the sample tasks…"):
+        trail.run_pending()
+    records = [trail.get(task_id) for task_id in ids]
+    console.print(_task_table(records))
+    partial = next((r for r in records if r.status == "partial_failure"), None)
+    if partial is not None:
+        retried = trail.retry(partial.id, only_failed_items=True, actor="demo")
+        console.print(f"retried the failed items of {retried.id}: now {retried.status}")
+        trail.run_pending()
+        console.print(_task_table([trail.get(partial.id)]))
+    console.print("inspect one with: tasktrail tasks show ID --app tasktrail.demo:trail")
+
+
+def main() -> None:
+    """Entry point of the ``tasktrail`` script."""
+    try:
+        app()
+    except TasktrailError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise SystemExit(1) from None
+
+
+if os.environ.get("TASKTRAIL_LOG_LEVEL"):
+    import logging
+
+    logging.basicConfig(level=os.environ["TASKTRAIL_LOG_LEVEL"].upper())

@@ -1,0 +1,49 @@
+"""Executors: what happens once a task is queued and its transaction has committed.
+
+The database is the queue; an executor only makes sure somebody notices. The embedded
+executor wakes the worker threads of this process (other processes hear PostgreSQL
+``NOTIFY`` or poll); the Celery executor sends a message.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+from tasktrail.records import TaskRecord
+
+
+class Executor(Protocol):
+    """Told about tasks that became queued, after their transaction committed."""
+
+    def dispatch(self, tasks: Sequence[TaskRecord]) -> None:
+        """Make sure a worker will pick ``tasks`` up."""
+
+
+class EmbeddedExecutor:
+    """Wakes this process's idle workers; they claim from the database themselves."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._generation = 0
+
+    def dispatch(self, tasks: Sequence[TaskRecord]) -> None:
+        """Wake every waiting worker of this process."""
+        if not tasks:
+            return
+        with self._condition:
+            self._generation += 1
+            self._condition.notify_all()
+
+    def mark(self) -> int:
+        """A token for ``wait``: take it *before* looking for work, so that a dispatch
+        between the look and the wait is not missed."""
+        with self._condition:
+            return self._generation
+
+    def wait(self, since: int, timeout: float) -> bool:
+        """Block until a dispatch after ``since`` (from ``mark``) or ``timeout`` seconds;
+        True if a dispatch came."""
+        with self._condition:
+            return self._condition.wait_for(lambda: self._generation != since, timeout)

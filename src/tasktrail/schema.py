@@ -1,0 +1,143 @@
+"""The tables, as SQLAlchemy Core. Every name is prefixed ``tasktrail_`` so the tables can
+live in the application's own database beside its own tables.
+
+The Alembic migrations in ``tasktrail/migrations`` must produce exactly this metadata; a
+test compares the two.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+PREFIX = "tasktrail_"
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timestamps stored as UTC and always read back timezone-aware.
+
+    SQLite has no time zones; PostgreSQL gets ``timestamptz``. Naive values are refused:
+    a time without a zone is a bug waiting for a server in another zone.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: give it a time zone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType: sa.types.TypeEngine[Any] = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+EventId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+tasks = sa.Table(
+    f"{PREFIX}tasks",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("params", JSONType, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("progress", sa.Float, nullable=False, server_default="0"),
+    sa.Column("current_step", sa.String(200)),
+    sa.Column("result", JSONType),
+    sa.Column("error", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_attempts", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("backoff", sa.Float, nullable=False, server_default="2"),
+    sa.Column("queue", sa.String(100), nullable=False, server_default="default"),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("dedupe_key", sa.String(300), unique=True),
+    sa.Column("description", sa.Text),
+    sa.Column("run_after", UTCDateTime),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("queued_at", UTCDateTime),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("completed_at", UTCDateTime),
+    sa.Column("heartbeat_at", UTCDateTime),
+    sa.Column("cancel_requested_at", UTCDateTime),
+    sa.Column("worker", sa.String(200)),
+    sa.Column("external_id", sa.String(200)),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Index(None, "status", "queue", "priority", "run_after"),
+    sa.Index(None, "status", "heartbeat_at"),
+    sa.Index(None, "name", "id"),
+)
+
+links = sa.Table(
+    f"{PREFIX}links",
+    metadata,
+    sa.Column(
+        "task_id",
+        sa.String(32),
+        sa.ForeignKey(tasks.c.id, ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("resource_type", sa.String(100), primary_key=True),
+    sa.Column("resource_id", sa.String(200), primary_key=True),
+    sa.Column("role", sa.String(100)),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index(None, "resource_type", "resource_id", "task_id"),
+)
+
+events = sa.Table(
+    f"{PREFIX}events",
+    metadata,
+    sa.Column("id", EventId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "task_id",
+        sa.String(32),
+        sa.ForeignKey(tasks.c.id, ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("type", sa.String(30), nullable=False),
+    sa.Column("from_status", sa.String(20)),
+    sa.Column("to_status", sa.String(20)),
+    sa.Column("progress", sa.Float),
+    sa.Column("step", sa.String(200)),
+    sa.Column("message", sa.Text),
+    sa.Column("data", JSONType),
+    sa.Column("actor", sa.String(200)),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index(None, "task_id", "id"),
+)
+
+items = sa.Table(
+    f"{PREFIX}items",
+    metadata,
+    sa.Column(
+        "task_id",
+        sa.String(32),
+        sa.ForeignKey(tasks.c.id, ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)

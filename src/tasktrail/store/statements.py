@@ -1,0 +1,292 @@
+"""Pure functions that build SQLAlchemy statements. Nothing here executes anything.
+
+Dialect differences live here too: ``dialect`` is ``"postgresql"`` or ``"sqlite"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+
+from tasktrail.schema import events, items, links, tasks
+from tasktrail.states import ACTIVE, INCREMENT, NOW, ItemStatus, Status, Transition
+
+
+def insert_ignoring_conflicts(
+    table: sa.Table,
+    dialect: str,
+    values: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    conflict_columns: Sequence[str],
+) -> Insert:
+    """``INSERT … ON CONFLICT (conflict_columns) DO NOTHING`` on either database."""
+    if dialect == "postgresql":
+        pg = postgresql.insert(table).values(values)
+        return pg.on_conflict_do_nothing(index_elements=list(conflict_columns))
+    lite = sqlite.insert(table).values(values)
+    return lite.on_conflict_do_nothing(index_elements=list(conflict_columns))
+
+
+def lock_task(task_id: str) -> sa.Select[Any]:
+    """Read one task, locking its row for the rest of the transaction (PostgreSQL)."""
+    return sa.select(tasks).where(tasks.c.id == task_id).with_for_update()
+
+
+def resolve_changes(changes: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """Replace the state machine's markers with values or SQL expressions."""
+    resolved: dict[str, Any] = {}
+    for column, value in changes.items():
+        if value is NOW:
+            resolved[column] = now
+        elif value is INCREMENT:
+            resolved[column] = tasks.c[column] + 1
+        else:
+            resolved[column] = value
+    return resolved
+
+
+def compare_and_set(
+    task_id: str,
+    transition: Transition,
+    *,
+    expected: Status,
+    version: int,
+    values: Mapping[str, Any],
+    now: datetime,
+) -> sa.Update:
+    """The guarded status change: it updates nothing unless the row is still as read."""
+    assert transition.allows(expected)
+    return (
+        sa.update(tasks)
+        .where(
+            tasks.c.id == task_id,
+            tasks.c.status.in_([s.value for s in transition.sources]),
+            tasks.c.status == expected.value,
+            tasks.c.version == version,
+        )
+        .values(
+            status=transition.target.value,
+            updated_at=now,
+            version=tasks.c.version + 1,
+            **values,
+        )
+        .returning(*tasks.c)
+    )
+
+
+def claim_next(
+    queues: Collection[str] | None, worker: str, values: Mapping[str, Any], now: datetime
+) -> sa.Update:
+    """Move the next queued task (highest priority, then oldest) to running.
+
+    ``FOR UPDATE SKIP LOCKED`` makes concurrent claimers on PostgreSQL pass each other by;
+    on SQLite the write lock of ``BEGIN IMMEDIATE`` serialises them.
+    """
+    candidate = sa.select(tasks.c.id).where(tasks.c.status == Status.QUEUED.value)
+    if queues:
+        candidate = candidate.where(tasks.c.queue.in_(list(queues)))
+    candidate = (
+        candidate.order_by(tasks.c.priority.desc(), tasks.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        sa.update(tasks)
+        .where(
+            tasks.c.id == candidate.scalar_subquery(),
+            tasks.c.status == Status.QUEUED.value,
+        )
+        .values(
+            status=Status.RUNNING.value,
+            updated_at=now,
+            version=tasks.c.version + 1,
+            **values,
+        )
+        .returning(*tasks.c)
+    )
+
+
+def due_scheduled(now: datetime, limit: int) -> sa.Select[Any]:
+    """Scheduled tasks whose ``run_after`` has passed, locked for promotion."""
+    return (
+        sa.select(tasks.c.id, tasks.c.version)
+        .where(tasks.c.status == Status.SCHEDULED.value, tasks.c.run_after <= now)
+        .order_by(tasks.c.run_after)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def record_progress(
+    task_id: str, attempt: int, progress: float, step: str | None, now: datetime
+) -> sa.Update:
+    """Store progress for the run ``attempt`` of a task; matches nothing if the run is over."""
+    return (
+        sa.update(tasks)
+        .where(
+            tasks.c.id == task_id,
+            tasks.c.status == Status.RUNNING.value,
+            tasks.c.attempts == attempt,
+        )
+        .values(progress=progress, current_step=step, updated_at=now)
+        .returning(tasks.c.cancel_requested_at)
+    )
+
+
+def run_state(task_id: str) -> sa.Select[Any]:
+    """What a running task function needs to know: whether it still owns the run."""
+    return sa.select(tasks.c.status, tasks.c.attempts, tasks.c.cancel_requested_at).where(
+        tasks.c.id == task_id
+    )
+
+
+def insert_event(
+    *,
+    task_id: str,
+    type: str,
+    now: datetime,
+    from_status: Status | None = None,
+    to_status: Status | None = None,
+    progress: float | None = None,
+    step: str | None = None,
+    message: str | None = None,
+    data: Any = None,
+    actor: str | None = None,
+) -> Insert:
+    """One event row."""
+    return sa.insert(events).values(
+        task_id=task_id,
+        type=type,
+        from_status=from_status.value if from_status else None,
+        to_status=to_status.value if to_status else None,
+        progress=progress,
+        step=step,
+        message=message,
+        data=data,
+        actor=actor,
+        created_at=now,
+    )
+
+
+def owned_by_run(task_id: str, attempt: int) -> sa.Exists:
+    """True while ``attempt`` is the task's current, running attempt."""
+    return sa.exists().where(
+        tasks.c.id == task_id,
+        tasks.c.status == Status.RUNNING.value,
+        tasks.c.attempts == attempt,
+    )
+
+
+def set_item_status(
+    task_id: str,
+    key: str,
+    status: ItemStatus,
+    error: str | None,
+    attempt: int,
+    now: datetime,
+) -> sa.Update:
+    """Change one item's status on behalf of run ``attempt``; a superseded run changes nothing."""
+    values: dict[str, Any] = {"status": status.value, "error": error, "updated_at": now}
+    if status is ItemStatus.RUNNING:
+        values["attempts"] = items.c.attempts + 1
+    return (
+        sa.update(items)
+        .where(items.c.task_id == task_id, items.c.key == key, owned_by_run(task_id, attempt))
+        .values(values)
+    )
+
+
+def reset_items(task_id: str, *, only_failed: bool, now: datetime) -> sa.Update:
+    """Put a task's items back to pending before a retry (only the unfinished ones if asked)."""
+    statement = sa.update(items).where(items.c.task_id == task_id)
+    if only_failed:
+        statement = statement.where(items.c.status != ItemStatus.COMPLETED.value)
+    return statement.values(status=ItemStatus.PENDING.value, error=None, updated_at=now)
+
+
+def item_counts(task_id: str) -> sa.Select[Any]:
+    """Items of one task counted per status."""
+    return (
+        sa.select(items.c.status, sa.func.count())
+        .where(items.c.task_id == task_id)
+        .group_by(items.c.status)
+    )
+
+
+def failed_item_keys(task_id: str, limit: int) -> sa.Select[Any]:
+    """The first failed items of a task, by key."""
+    return (
+        sa.select(items.c.key)
+        .where(items.c.task_id == task_id, items.c.status == ItemStatus.FAILED.value)
+        .order_by(items.c.key)
+        .limit(limit)
+    )
+
+
+def list_tasks(
+    *,
+    statuses: Collection[Status] | None,
+    name: str | None,
+    queue: str | None,
+    resource: tuple[str, str] | None,
+    before_id: str | None,
+    limit: int,
+) -> sa.Select[Any]:
+    """Tasks newest first, filtered; ``before_id`` is the keyset cursor."""
+    statement = sa.select(tasks)
+    if resource is not None:
+        statement = statement.join(links, links.c.task_id == tasks.c.id).where(
+            links.c.resource_type == resource[0], links.c.resource_id == resource[1]
+        )
+    if statuses:
+        statement = statement.where(tasks.c.status.in_([s.value for s in statuses]))
+    if name is not None:
+        statement = statement.where(tasks.c.name == name)
+    if queue is not None:
+        statement = statement.where(tasks.c.queue == queue)
+    if before_id is not None:
+        statement = statement.where(tasks.c.id < before_id)
+    return statement.order_by(tasks.c.id.desc()).limit(limit)
+
+
+def tasks_for(resource_type: str, resource_id: str, active: bool | None) -> sa.Select[Any]:
+    """Tasks linked to one resource, newest first, with the link's role."""
+    statement = (
+        sa.select(tasks, links.c.role.label("link_role"))
+        .join(links, links.c.task_id == tasks.c.id)
+        .where(links.c.resource_type == resource_type, links.c.resource_id == resource_id)
+    )
+    active_values = [s.value for s in ACTIVE]
+    if active is True:
+        statement = statement.where(tasks.c.status.in_(active_values))
+    elif active is False:
+        statement = statement.where(tasks.c.status.not_in(active_values))
+    return statement.order_by(tasks.c.id.desc())
+
+
+def links_of(task_ids: Collection[str]) -> sa.Select[Any]:
+    """The links of several tasks."""
+    return (
+        sa.select(links)
+        .where(links.c.task_id.in_(list(task_ids)))
+        .order_by(links.c.task_id, links.c.created_at, links.c.resource_type, links.c.resource_id)
+    )
+
+
+def list_events(
+    *, task_id: str | None, resource: tuple[str, str] | None, after: int, limit: int
+) -> sa.Select[Any]:
+    """Events after the cursor ``after``, oldest first."""
+    statement = sa.select(events).where(events.c.id > after)
+    if task_id is not None:
+        statement = statement.where(events.c.task_id == task_id)
+    if resource is not None:
+        linked = sa.select(links.c.task_id).where(
+            links.c.resource_type == resource[0], links.c.resource_id == resource[1]
+        )
+        statement = statement.where(events.c.task_id.in_(linked))
+    return statement.order_by(events.c.id).limit(limit)

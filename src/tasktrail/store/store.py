@@ -1,0 +1,609 @@
+"""The store: the only code that executes SQL.
+
+Every status change is read-lock-compare-and-set plus its event row, in one transaction.
+Methods that write accept ``conn``: the caller's open transaction to join (transactional
+enqueue). Without it, the store opens, commits and closes its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from tasktrail.errors import InvalidTransition, RunSuperseded, TaskNotFound
+from tasktrail.records import (
+    EventRecord,
+    ItemCounts,
+    ItemRecord,
+    Link,
+    LinkRecord,
+    Page,
+    TaskRecord,
+)
+from tasktrail.schema import items, links, tasks
+from tasktrail.states import (
+    CANCEL,
+    CLAIM,
+    DUE,
+    ItemStatus,
+    Status,
+    Transition,
+    changes,
+    retry_transition,
+)
+from tasktrail.store import statements as q
+from tasktrail.store.engine import WRITE
+
+EVENTS_CHANNEL = "tasktrail_events"
+QUEUED_CHANNEL = "tasktrail_queued"
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A validated task, ready to insert."""
+
+    id: str
+    name: str
+    params: dict[str, Any]
+    status: Status
+    max_attempts: int
+    backoff: float
+    queue: str
+    priority: int
+    dedupe_key: str | None
+    description: str | None
+    run_after: datetime | None
+    links: tuple[Link, ...]
+
+
+class Store:
+    """Reads and writes tasks, links, items and events on one engine."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self.clock = clock
+
+    # -- transactions -------------------------------------------------------------------
+
+    @contextmanager
+    def writing(self, conn: Connection | None = None) -> Iterator[Connection]:
+        """A connection inside a write transaction: ``conn`` itself, or a new one committed
+        on success and rolled back on error."""
+        if conn is not None:
+            yield conn
+            return
+        with self.engine.connect() as own:
+            own.execution_options(**{WRITE: True})
+            with own.begin():
+                yield own
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection inside a read transaction (one consistent snapshot)."""
+        with self.engine.connect() as own, own.begin():
+            yield own
+
+    def _notify(self, conn: Connection, channel: str, payload: str) -> None:
+        # NOTIFY is transactional: listeners hear it only if and when this commits.
+        if self.dialect == "postgresql":
+            conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
+
+    def _event(self, conn: Connection, **values: Any) -> None:
+        conn.execute(q.insert_event(now=values.pop("now", None) or self.clock(), **values))
+        self._notify(conn, EVENTS_CHANNEL, values["task_id"])
+
+    # -- creating -----------------------------------------------------------------------
+
+    def insert_task(
+        self, new: NewTask, *, actor: str | None = None, conn: Connection | None = None
+    ) -> TaskRecord:
+        """Insert ``new`` with its links and its creation event.
+
+        When ``new.dedupe_key`` is taken, nothing is written and the existing task comes
+        back with ``deduplicated=True``.
+        """
+        now = self.clock()
+        row = {
+            "id": new.id,
+            "name": new.name,
+            "params": new.params,
+            "status": new.status.value,
+            "progress": 0,
+            "attempts": 0,
+            "max_attempts": new.max_attempts,
+            "backoff": new.backoff,
+            "queue": new.queue,
+            "priority": new.priority,
+            "dedupe_key": new.dedupe_key,
+            "description": new.description,
+            "run_after": new.run_after,
+            "created_at": now,
+            "updated_at": now,
+            "queued_at": now if new.status is Status.QUEUED else None,
+            "version": 1,
+        }
+        with self.writing(conn) as c:
+            if new.dedupe_key is None:
+                c.execute(sa.insert(tasks).values(row))
+            else:
+                statement = q.insert_ignoring_conflicts(tasks, self.dialect, row, ["dedupe_key"])
+                if c.execute(statement).rowcount == 0:
+                    existing = c.execute(
+                        sa.select(tasks).where(tasks.c.dedupe_key == new.dedupe_key)
+                    ).one()
+                    record = self._with_links(c, [TaskRecord.from_row(existing._mapping)])[0]
+                    return record.evolve(deduplicated=True)
+            self._add_links(c, new.id, new.links, now)
+            self._event(
+                c,
+                task_id=new.id,
+                type="transition",
+                to_status=new.status,
+                progress=0,
+                message="submitted",
+                data={"transition": "submit"},
+                actor=actor,
+                now=now,
+            )
+            if new.status is Status.QUEUED:
+                self._notify(c, QUEUED_CHANNEL, new.queue)
+            return self._get(c, new.id)
+
+    def add_links(
+        self, task_id: str, new_links: Sequence[Link], *, conn: Connection | None = None
+    ) -> TaskRecord:
+        """Link an existing task to more resources; links it already has are kept as they are."""
+        with self.writing(conn) as c:
+            self._get(c, task_id)
+            self._add_links(c, task_id, new_links, self.clock())
+            return self._get(c, task_id)
+
+    def _add_links(
+        self, conn: Connection, task_id: str, new_links: Sequence[Link], now: datetime
+    ) -> None:
+        if not new_links:
+            return
+        rows = [
+            {
+                "task_id": task_id,
+                "resource_type": link.type,
+                "resource_id": link.id,
+                "role": link.role,
+                "created_at": now,
+            }
+            for link in new_links
+        ]
+        conn.execute(
+            q.insert_ignoring_conflicts(
+                links, self.dialect, rows, ["task_id", "resource_type", "resource_id"]
+            )
+        )
+
+    # -- changing status ----------------------------------------------------------------
+
+    def transition(
+        self,
+        task_id: str,
+        transition: Transition,
+        *,
+        attempt: int | None = None,
+        actor: str | None = None,
+        message: str | None = None,
+        data: dict[str, Any] | None = None,
+        conn: Connection | None = None,
+        error: str | None = None,
+        result: Any = None,
+        run_after: datetime | None = None,
+        worker: str | None = None,
+    ) -> TaskRecord:
+        """Apply ``transition`` if the task's current status allows it.
+
+        ``attempt``, when given, also requires the task to still be on that run: a worker
+        finishing a run the reaper already gave away gets ``RunSuperseded``. A refused
+        change raises ``InvalidTransition`` naming the current status; nothing is written.
+        """
+        values = changes(transition, error=error, result=result, run_after=run_after,
+                         worker=worker)  # fmt: skip
+        with self.writing(conn) as c:
+            current = self._lock(c, task_id)
+            self._check(current, transition, attempt)
+            return self._apply(
+                c, current, transition, values, actor=actor, message=message, data=data
+            )
+
+    def _lock(self, conn: Connection, task_id: str) -> TaskRecord:
+        row = conn.execute(q.lock_task(task_id)).one_or_none()
+        if row is None:
+            raise TaskNotFound(task_id)
+        return TaskRecord.from_row(row._mapping)
+
+    @staticmethod
+    def _check(current: TaskRecord, transition: Transition, attempt: int | None) -> None:
+        if attempt is not None and (
+            current.status is not Status.RUNNING or current.attempts != attempt
+        ):
+            raise RunSuperseded(
+                f"run {attempt} of task {current.id!r} no longer owns it: the task is "
+                f"{current.status} on attempt {current.attempts}"
+            )
+        if not transition.allows(current.status):
+            raise InvalidTransition(current.id, transition.name, current.status.value)
+
+    def _apply(
+        self,
+        conn: Connection,
+        current: TaskRecord,
+        transition: Transition,
+        values: dict[str, Any],
+        *,
+        actor: str | None,
+        message: str | None,
+        data: dict[str, Any] | None,
+    ) -> TaskRecord:
+        now = self.clock()
+        statement = q.compare_and_set(
+            current.id,
+            transition,
+            expected=current.status,
+            version=current.version,
+            values=q.resolve_changes(values, now),
+            now=now,
+        )
+        row = conn.execute(statement).one_or_none()
+        if row is None:  # pragma: no cover - the row lock makes this unreachable
+            raise InvalidTransition(current.id, transition.name, current.status.value)
+        updated = TaskRecord.from_row(row._mapping)
+        self._event(
+            conn,
+            task_id=current.id,
+            type="transition",
+            from_status=current.status,
+            to_status=updated.status,
+            progress=updated.progress,
+            step=updated.current_step,
+            message=message,
+            data={"transition": transition.name, **(data or {})},
+            actor=actor,
+            now=now,
+        )
+        if updated.status is Status.QUEUED:
+            self._notify(conn, QUEUED_CHANNEL, updated.queue)
+        return updated
+
+    def claim(
+        self, *, worker: str, queues: Collection[str] | None = None, actor: str | None = None
+    ) -> TaskRecord | None:
+        """Move the next queued task to running for ``worker``; None when none is queued."""
+        now = self.clock()
+        values = q.resolve_changes(changes(CLAIM, worker=worker), now)
+        with self.writing() as c:
+            row = c.execute(q.claim_next(queues, worker, values, now)).one_or_none()
+            if row is None:
+                return None
+            claimed = TaskRecord.from_row(row._mapping)
+            self._event(
+                c,
+                task_id=claimed.id,
+                type="transition",
+                from_status=Status.QUEUED,
+                to_status=Status.RUNNING,
+                progress=claimed.progress,
+                message=f"attempt {claimed.attempts} of {claimed.max_attempts}",
+                data={"transition": CLAIM.name, "attempt": claimed.attempts},
+                actor=actor or worker,
+                now=now,
+            )
+            return claimed
+
+    def promote_due(self, *, limit: int = 100, actor: str | None = None) -> list[TaskRecord]:
+        """Move scheduled tasks whose time has come to queued."""
+        now = self.clock()
+        promoted = []
+        with self.writing() as c:
+            for task_id, _version in c.execute(q.due_scheduled(now, limit)).all():
+                current = self._lock(c, task_id)
+                promoted.append(
+                    self._apply(
+                        c, current, DUE, changes(DUE), actor=actor, message="due", data=None
+                    )
+                )
+        return promoted
+
+    def cancel(
+        self,
+        task_id: str,
+        *,
+        reason: str | None = None,
+        actor: str | None = None,
+        conn: Connection | None = None,
+    ) -> TaskRecord:
+        """Cancel a waiting task at once; ask a running one to stop.
+
+        A running task keeps running until its worker acknowledges (``cancel_requested_at``
+        is set and an event says so). A finished task raises ``InvalidTransition``.
+        """
+        with self.writing(conn) as c:
+            current = self._lock(c, task_id)
+            if current.status is Status.RUNNING:
+                return self._request_cancel(c, current, reason=reason, actor=actor)
+            if not CANCEL.allows(current.status):
+                raise InvalidTransition(
+                    task_id,
+                    "cancel",
+                    current.status.value,
+                    f"cannot cancel task {task_id!r}: it is already {current.status}",
+                )
+            return self._apply(
+                c, current, CANCEL, changes(CANCEL), actor=actor, message=reason, data=None
+            )
+
+    def _request_cancel(
+        self, conn: Connection, current: TaskRecord, *, reason: str | None, actor: str | None
+    ) -> TaskRecord:
+        if current.cancel_requested_at is not None:
+            return current
+        now = self.clock()
+        row = conn.execute(
+            sa.update(tasks)
+            .where(tasks.c.id == current.id, tasks.c.version == current.version)
+            .values(cancel_requested_at=now, updated_at=now, version=tasks.c.version + 1)
+            .returning(*tasks.c)
+        ).one()
+        self._event(
+            conn,
+            task_id=current.id,
+            type="cancel_requested",
+            message=reason,
+            actor=actor,
+            now=now,
+        )
+        return TaskRecord.from_row(row._mapping)
+
+    def retry(
+        self,
+        task_id: str,
+        *,
+        only_failed_items: bool = False,
+        force: bool = False,
+        actor: str | None = None,
+        conn: Connection | None = None,
+    ) -> TaskRecord:
+        """Queue a finished task again, clearing what its last run left behind.
+
+        Items go back to pending: all of them, or with ``only_failed_items`` all but the
+        completed ones. ``force`` also allows retrying a completed task.
+        """
+        transition = retry_transition(force=force)
+        with self.writing(conn) as c:
+            current = self._lock(c, task_id)
+            if not transition.allows(current.status):
+                allowed = ", ".join(sorted(s.value for s in transition.sources))
+                raise InvalidTransition(
+                    task_id,
+                    "retry",
+                    current.status.value,
+                    f"cannot retry task {task_id!r}: it is {current.status}; only "
+                    f"{allowed} tasks can be retried"
+                    + ("" if force else " (pass force to rerun a completed task)"),
+                )
+            reset = c.execute(
+                q.reset_items(task_id, only_failed=only_failed_items, now=self.clock())
+            ).rowcount
+            return self._apply(
+                c,
+                current,
+                transition,
+                changes(transition),
+                actor=actor,
+                message="retry" + (" of failed items" if only_failed_items else ""),
+                data={"only_failed_items": only_failed_items, "items_reset": reset},
+            )
+
+    # -- while running ------------------------------------------------------------------
+
+    def record_progress(
+        self,
+        task_id: str,
+        attempt: int,
+        progress: float,
+        step: str | None,
+        *,
+        actor: str | None = None,
+    ) -> bool:
+        """Store a running task's progress; returns whether its cancellation was requested.
+
+        Raises ``RunSuperseded`` when run ``attempt`` no longer owns the task.
+        """
+        now = self.clock()
+        with self.writing() as c:
+            row = c.execute(q.record_progress(task_id, attempt, progress, step, now)).one_or_none()
+            if row is None:
+                raise self._superseded(c, task_id, attempt)
+            self._event(
+                c,
+                task_id=task_id,
+                type="progress",
+                progress=progress,
+                step=step,
+                actor=actor,
+                now=now,
+            )
+            return row.cancel_requested_at is not None
+
+    def cancel_requested(self, task_id: str, attempt: int) -> bool:
+        """Whether a running task was asked to stop; ``RunSuperseded`` if the run is over."""
+        with self.reading() as c:
+            row = c.execute(q.run_state(task_id)).one_or_none()
+            if row is None or row.status != Status.RUNNING.value or row.attempts != attempt:
+                raise self._superseded(c, task_id, attempt)
+            return row.cancel_requested_at is not None
+
+    def _superseded(self, conn: Connection, task_id: str, attempt: int) -> RunSuperseded:
+        row = conn.execute(q.run_state(task_id)).one_or_none()
+        state = "gone" if row is None else f"{row.status} on attempt {row.attempts}"
+        return RunSuperseded(f"run {attempt} of task {task_id!r} no longer owns it ({state})")
+
+    def add_event(
+        self,
+        task_id: str,
+        type: str,
+        *,
+        message: str | None = None,
+        data: Any = None,
+        actor: str | None = None,
+    ) -> None:
+        """Append a non-transition event (a log line, a discarded result) to a task."""
+        with self.writing() as c:
+            self._get(c, task_id)
+            self._event(c, task_id=task_id, type=type, message=message, data=data, actor=actor)
+
+    def prepare_items(self, task_id: str, keys: Sequence[str]) -> list[ItemRecord]:
+        """Record ``keys`` as the task's items (new ones pending) and return those not yet
+        completed, in the order given."""
+        now = self.clock()
+        with self.writing() as c:
+            rows = [
+                {"task_id": task_id, "key": key, "status": ItemStatus.PENDING.value,
+                 "attempts": 0, "updated_at": now}
+                for key in keys
+            ]  # fmt: skip
+            if rows:
+                c.execute(q.insert_ignoring_conflicts(items, self.dialect, rows,
+                                                      ["task_id", "key"]))  # fmt: skip
+            stored = {
+                r.key: ItemRecord.from_row(r._mapping)
+                for r in c.execute(sa.select(items).where(items.c.task_id == task_id))
+            }
+        return [stored[key] for key in keys if stored[key].status is not ItemStatus.COMPLETED]
+
+    def set_item(
+        self,
+        task_id: str,
+        key: str,
+        status: ItemStatus,
+        *,
+        attempt: int,
+        error: str | None = None,
+        actor: str | None = None,
+    ) -> None:
+        """Change one item's status for run ``attempt``; ``RunSuperseded`` if it is over."""
+        now = self.clock()
+        with self.writing() as c:
+            updated = c.execute(q.set_item_status(task_id, key, status, error, attempt, now))
+            if updated.rowcount == 0:
+                raise self._superseded(c, task_id, attempt)
+            self._event(
+                c,
+                task_id=task_id,
+                type="item",
+                message=error,
+                data={"key": key, "status": status.value},
+                actor=actor,
+                now=now,
+            )
+
+    # -- reading ------------------------------------------------------------------------
+
+    def get(self, task_id: str) -> TaskRecord:
+        """The task with its links; ``TaskNotFound`` if there is none."""
+        with self.reading() as c:
+            return self._get(c, task_id)
+
+    def _get(self, conn: Connection, task_id: str) -> TaskRecord:
+        row = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).one_or_none()
+        if row is None:
+            raise TaskNotFound(task_id)
+        return self._with_links(conn, [TaskRecord.from_row(row._mapping)])[0]
+
+    def _with_links(self, conn: Connection, records: list[TaskRecord]) -> list[TaskRecord]:
+        if not records:
+            return records
+        by_task: dict[str, list[LinkRecord]] = {}
+        for row in conn.execute(q.links_of([r.id for r in records])):
+            by_task.setdefault(row.task_id, []).append(LinkRecord.from_row(row._mapping))
+        return [r.evolve(links=tuple(by_task.get(r.id, ()))) for r in records]
+
+    def list_tasks(
+        self,
+        *,
+        statuses: Collection[Status] | None = None,
+        name: str | None = None,
+        queue: str | None = None,
+        resource: tuple[str, str] | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page:
+        """One page of tasks, newest first; ``cursor`` is the previous page's ``next_cursor``."""
+        with self.reading() as c:
+            rows = c.execute(
+                q.list_tasks(
+                    statuses=statuses,
+                    name=name,
+                    queue=queue,
+                    resource=resource,
+                    before_id=cursor,
+                    limit=limit + 1,
+                )
+            ).all()
+            records = self._with_links(c, [TaskRecord.from_row(r._mapping) for r in rows])
+        has_more = len(records) > limit
+        page = tuple(records[:limit])
+        return Page(items=page, next_cursor=page[-1].id if has_more else None)
+
+    def tasks_for(
+        self, resource_type: str, resource_id: str, *, active: bool | None = None
+    ) -> list[TaskRecord]:
+        """Every task linked to the resource, newest first, each with its link's role."""
+        with self.reading() as c:
+            rows = c.execute(q.tasks_for(resource_type, resource_id, active)).all()
+            records = [TaskRecord.from_row(r._mapping, role=r.link_role) for r in rows]
+            return self._with_links(c, records)
+
+    def events(
+        self,
+        *,
+        task_id: str | None = None,
+        resource: tuple[str, str] | None = None,
+        after: int = 0,
+        limit: int = 1000,
+    ) -> list[EventRecord]:
+        """Events after the cursor ``after``, oldest first."""
+        with self.reading() as c:
+            rows = c.execute(
+                q.list_events(task_id=task_id, resource=resource, after=after, limit=limit)
+            ).all()
+        return [EventRecord.from_row(r._mapping) for r in rows]
+
+    def items(self, task_id: str) -> list[ItemRecord]:
+        """A task's items, by key."""
+        with self.reading() as c:
+            rows = c.execute(
+                sa.select(items).where(items.c.task_id == task_id).order_by(items.c.key)
+            ).all()
+        return [ItemRecord.from_row(r._mapping) for r in rows]
+
+    def item_counts(self, task_id: str) -> ItemCounts:
+        """How many of a task's items are in each status."""
+        with self.reading() as c:
+            counts: dict[str, int] = dict(c.execute(q.item_counts(task_id)).tuples().all())
+        return ItemCounts(
+            total=sum(counts.values()),
+            **{s.value: counts.get(s.value, 0) for s in ItemStatus},
+        )
+
+    def failed_item_keys(self, task_id: str, limit: int = 5) -> list[str]:
+        """The first few failed items' keys, for an error message."""
+        with self.reading() as c:
+            return list(c.execute(q.failed_item_keys(task_id, limit)).scalars())

@@ -1,0 +1,119 @@
+"""Checking a submission before anything is written. Pure: no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from tasktrail.context import check_json
+from tasktrail.errors import InvalidInput
+from tasktrail.ids import new_id
+from tasktrail.records import Link
+from tasktrail.registry import TaskDefinition
+from tasktrail.states import initial_status
+from tasktrail.store import NewTask
+
+MAX_ATTEMPTS_LIMIT = 1000
+MAX_DEDUPE_KEY_LENGTH = 300
+MAX_QUEUE_LENGTH = 100
+
+
+def new_task(
+    definition: TaskDefinition,
+    params: Any,
+    *,
+    links: Sequence[Link] | None,
+    dedupe_key: str | None,
+    run: bool,
+    max_attempts: int | None,
+    backoff: float | None,
+    queue: str | None,
+    priority: int | None,
+    run_after: datetime | None,
+    description: str | None,
+    now: datetime,
+) -> NewTask:
+    """A ``NewTask`` for ``definition``, or ``InvalidInput`` naming what is wrong."""
+    params = {} if params is None else params
+    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+        raise InvalidInput("params must be a JSON object (a dict with string keys)")
+    check_json(params, "params")
+    definition.check_params(params)
+    return NewTask(
+        id=new_id(),
+        name=definition.name,
+        params=params,
+        status=initial_status(run=run, run_after=_aware(run_after), now=now),
+        max_attempts=_max_attempts(
+            definition.max_attempts if max_attempts is None else max_attempts
+        ),
+        backoff=_backoff(definition.backoff if backoff is None else backoff),
+        queue=_queue(definition.queue if queue is None else queue),
+        priority=_priority(definition.priority if priority is None else priority),
+        dedupe_key=_dedupe_key(dedupe_key),
+        description=_description(description),
+        run_after=run_after,
+        links=_links(links),
+    )
+
+
+def _links(links: Sequence[Link] | None) -> tuple[Link, ...]:
+    if links is None:
+        return ()
+    if isinstance(links, str | bytes) or not all(isinstance(link, Link) for link in links):
+        raise InvalidInput("links must be a list of tasktrail.Link")
+    unique: dict[tuple[str, str], Link] = {}
+    for link in links:
+        unique.setdefault((link.type, link.id), link)
+    return tuple(unique.values())
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is not None and (not isinstance(moment, datetime) or moment.tzinfo is None):
+        raise InvalidInput("run_after must be a timezone-aware datetime")
+    return moment
+
+
+def _max_attempts(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"max_attempts must be a whole number, got {value!r}")
+    if not 1 <= value <= MAX_ATTEMPTS_LIMIT:
+        raise InvalidInput(f"max_attempts must be from 1 to {MAX_ATTEMPTS_LIMIT}, got {value}")
+    return value
+
+
+def _backoff(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 3600:
+        raise InvalidInput(f"backoff must be a number of seconds from 0 to 3600, got {value!r}")
+    return float(value)
+
+
+def _queue(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_QUEUE_LENGTH:
+        raise InvalidInput(
+            f"queue must be a non-empty string of at most {MAX_QUEUE_LENGTH} characters"
+        )
+    return value
+
+
+def _priority(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 1_000_000:
+        raise InvalidInput(f"priority must be a whole number within ±1000000, got {value!r}")
+    return value
+
+
+def _dedupe_key(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_DEDUPE_KEY_LENGTH:
+        raise InvalidInput(
+            f"dedupe_key must be a non-empty string of at most {MAX_DEDUPE_KEY_LENGTH} characters"
+        )
+    return value
+
+
+def _description(value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput("description must be a string")
+    return value

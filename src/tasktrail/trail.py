@@ -1,0 +1,427 @@
+"""``Trail``: the public facade. Register task functions, submit and steer tasks, read
+their state and history. Every call has an async twin named ``<call>_async``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session
+
+from tasktrail.errors import InvalidInput
+from tasktrail.executor import EmbeddedExecutor, Executor
+from tasktrail.records import EventRecord, ItemCounts, ItemRecord, Link, Page, TaskRecord
+from tasktrail.registry import Registry, TaskDefinition
+from tasktrail.runner import Runner
+from tasktrail.states import RUN, SCHEDULE, Status
+from tasktrail.store import Store, create_engine
+from tasktrail.store.migrate import ensure_schema
+from tasktrail.submission import new_task
+
+DEFAULT_DATABASE_URL = "sqlite:///tasktrail.db"
+F = TypeVar("F", bound=Callable[..., Any])
+Using = Connection | Session
+AsyncUsing = AsyncConnection | AsyncSession
+_PENDING_KEY = "tasktrail_pending_dispatch"
+
+
+def default_worker_name() -> str:
+    """``host:pid``: how this process signs what it does."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Trail:
+    """Durable, linked, observable tasks in one SQL database.
+
+    ``url`` defaults to ``TASKTRAIL_DATABASE_URL``, else ``sqlite:///tasktrail.db``.
+    ``auto_migrate`` (default: on for SQLite, off elsewhere) brings the schema up to date
+    on start; when off, an outdated schema raises ``SchemaNotReady``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        engine: Engine | None = None,
+        executor: Executor | None = None,
+        auto_migrate: bool | None = None,
+        worker_name: str | None = None,
+    ) -> None:
+        if engine is None:
+            url = url or os.environ.get("TASKTRAIL_DATABASE_URL") or DEFAULT_DATABASE_URL
+            engine = create_engine(url)
+        self.engine = engine
+        if auto_migrate is None:
+            auto_migrate = engine.dialect.name == "sqlite"
+        ensure_schema(engine, auto_migrate=auto_migrate)
+        self.store = Store(engine)
+        self.registry = Registry()
+        self.executor: Executor = executor or EmbeddedExecutor()
+        self.worker_name = worker_name or default_worker_name()
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    # -- registering --------------------------------------------------------------------
+
+    def task(
+        self,
+        name: str,
+        *,
+        max_attempts: int = 1,
+        backoff: float = 2.0,
+        queue: str = "default",
+        priority: int = 0,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+    ) -> Callable[[F], F]:
+        """Register the decorated function (sync or async) as the task ``name``.
+
+        The function receives a ``TaskContext`` first, then the task's params as keyword
+        arguments. A failing run is tried again while attempts remain and its error is an
+        instance of ``retry_on``, after ``backoff * 2 ** (attempt - 1)`` seconds (jittered).
+        """
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise InvalidInput("a task name must be a non-empty string of at most 200 characters")
+
+        def register(function: F) -> F:
+            self.registry.add(
+                TaskDefinition(
+                    name=name,
+                    function=function,
+                    max_attempts=max_attempts,
+                    backoff=backoff,
+                    queue=queue,
+                    priority=priority,
+                    retry_on=retry_on,
+                )
+            )
+            return function
+
+        return register
+
+    # -- submitting and steering --------------------------------------------------------
+
+    def submit(
+        self,
+        name: str,
+        params: dict[str, Any] | None = None,
+        *,
+        links: Sequence[Link] | None = None,
+        dedupe_key: str | None = None,
+        run: bool = True,
+        max_attempts: int | None = None,
+        backoff: float | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        run_after: datetime | None = None,
+        description: str | None = None,
+        actor: str | None = None,
+        using: Using | None = None,
+    ) -> TaskRecord:
+        """Record a new task and its links; queue it unless ``run=False``.
+
+        A ``dedupe_key`` already taken returns that task, with ``deduplicated=True``.
+        With ``using`` (your ``Connection`` or ``Session``) the task joins your transaction:
+        nothing is committed by tasktrail, and workers hear of it only once you commit.
+        Bad input raises ``InvalidInput`` (``UnknownTask`` for a name never registered)
+        before anything is written.
+        """
+        new = new_task(
+            self.registry.get(name),
+            params,
+            links=links,
+            dedupe_key=dedupe_key,
+            run=run,
+            max_attempts=max_attempts,
+            backoff=backoff,
+            queue=queue,
+            priority=priority,
+            run_after=run_after,
+            description=description,
+            now=self.store.clock(),
+        )
+        if using is None:
+            record = self.store.insert_task(new, actor=actor)
+            self._dispatch([record])
+            return record
+        record = self.store.insert_task(new, actor=actor, conn=_connection_of(using))
+        self._dispatch_after_commit(using, record)
+        return record
+
+    def run(self, task_id: str, *, actor: str | None = None) -> TaskRecord:
+        """Queue a task submitted with ``run=False`` (``created → queued``, or ``scheduled``
+        when its ``run_after`` is still ahead)."""
+        current = self.store.get(task_id)
+        transition = (
+            SCHEDULE
+            if current.run_after is not None and current.run_after > self.store.clock()
+            else RUN
+        )
+        record = self.store.transition(
+            task_id, transition, actor=actor, message="run", run_after=current.run_after
+        )
+        self._dispatch([record])
+        return record
+
+    def retry(
+        self,
+        task_id: str,
+        *,
+        only_failed_items: bool = False,
+        force: bool = False,
+        actor: str | None = None,
+    ) -> TaskRecord:
+        """Queue a failed, cancelled or partially failed task again, at once.
+
+        The returned task is already ``queued`` with ``completed_at``, ``error`` and
+        ``result`` cleared. ``only_failed_items`` keeps completed items done; ``force``
+        also reruns a completed task. Anything else raises ``InvalidTransition``.
+        """
+        record = self.store.retry(
+            task_id, only_failed_items=only_failed_items, force=force, actor=actor
+        )
+        self._dispatch([record])
+        return record
+
+    def cancel(
+        self, task_id: str, *, reason: str | None = None, actor: str | None = None
+    ) -> TaskRecord:
+        """Cancel a task: at once if it is waiting; a running one is asked to stop and ends
+        ``cancelled`` when its worker acknowledges. A finished task raises
+        ``InvalidTransition``."""
+        if reason is not None and not isinstance(reason, str):
+            raise InvalidInput("reason must be a string")
+        return self.store.cancel(task_id, reason=reason, actor=actor)
+
+    def link(self, task_id: str, *links: Link) -> TaskRecord:
+        """Link an existing task to more resources (existing links are left as they are)."""
+        if not all(isinstance(link, Link) for link in links):
+            raise InvalidInput("links must be tasktrail.Link values")
+        return self.store.add_links(task_id, links)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def get(self, task_id: str) -> TaskRecord:
+        """The task with its links; ``TaskNotFound`` if there is none."""
+        return self.store.get(task_id)
+
+    def list_tasks(
+        self,
+        *,
+        status: Status | str | Collection[Status | str] | None = None,
+        name: str | None = None,
+        queue: str | None = None,
+        resource: tuple[str, str] | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page:
+        """A page of tasks, newest first. Pass ``next_cursor`` back as ``cursor`` for more."""
+        if not 1 <= limit <= 500:
+            raise InvalidInput("limit must be from 1 to 500")
+        return self.store.list_tasks(
+            statuses=_statuses(status),
+            name=name,
+            queue=queue,
+            resource=resource,
+            cursor=cursor,
+            limit=limit,
+        )
+
+    def tasks_for(
+        self, resource_type: str, resource_id: str, *, active: bool | None = None
+    ) -> list[TaskRecord]:
+        """Every task linked to the resource, newest first, each with its link ``role``;
+        ``active=True`` only queued, scheduled and running ones, ``False`` only others."""
+        return self.store.tasks_for(resource_type, resource_id, active=active)
+
+    def events(
+        self,
+        task_id: str | None = None,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        resource: tuple[str, str] | None = None,
+    ) -> list[EventRecord]:
+        """History after the cursor ``after``, oldest first: of one task, of the tasks
+        linked to ``resource``, or of all."""
+        return self.store.events(task_id=task_id, resource=resource, after=after, limit=limit)
+
+    def items(self, task_id: str) -> list[ItemRecord]:
+        """A task's items, by key."""
+        return self.store.items(task_id)
+
+    def item_counts(self, task_id: str) -> ItemCounts:
+        """How many of a task's items are in each status."""
+        return self.store.item_counts(task_id)
+
+    # -- running in this thread ---------------------------------------------------------
+
+    def run_pending(
+        self, *, queues: Collection[str] | None = None, limit: int | None = None
+    ) -> int:
+        """Run queued tasks (and scheduled ones that are due) in the calling thread until
+        none is left or ``limit`` have run; returns how many ran."""
+        runner = Runner(self.store, self.registry, worker=self.worker_name)
+        ran = 0
+        while limit is None or ran < limit:
+            self.store.promote_due(actor=self.worker_name)
+            task = self.store.claim(worker=self.worker_name, queues=queues)
+            if task is None:
+                break
+            runner.run(task)
+            ran += 1
+        return ran
+
+    # -- async twins --------------------------------------------------------------------
+
+    async def submit_async(
+        self,
+        name: str,
+        params: dict[str, Any] | None = None,
+        *,
+        using: AsyncUsing | None = None,
+        **options: Any,
+    ) -> TaskRecord:
+        """Async version of ``submit``; ``using`` takes your ``AsyncConnection`` or
+        ``AsyncSession``."""
+        if using is None:
+            return await asyncio.to_thread(self.submit, name, params, **options)
+
+        def submit_in(sync: Any) -> TaskRecord:
+            return self.submit(name, params, using=sync, **options)
+
+        return await using.run_sync(submit_in)
+
+    async def run_async(self, task_id: str, *, actor: str | None = None) -> TaskRecord:
+        """Async version of ``run``."""
+        return await asyncio.to_thread(self.run, task_id, actor=actor)
+
+    async def retry_async(
+        self,
+        task_id: str,
+        *,
+        only_failed_items: bool = False,
+        force: bool = False,
+        actor: str | None = None,
+    ) -> TaskRecord:
+        """Async version of ``retry``."""
+        return await asyncio.to_thread(
+            self.retry, task_id, only_failed_items=only_failed_items, force=force, actor=actor
+        )
+
+    async def cancel_async(
+        self, task_id: str, *, reason: str | None = None, actor: str | None = None
+    ) -> TaskRecord:
+        """Async version of ``cancel``."""
+        return await asyncio.to_thread(self.cancel, task_id, reason=reason, actor=actor)
+
+    async def link_async(self, task_id: str, *links: Link) -> TaskRecord:
+        """Async version of ``link``."""
+        return await asyncio.to_thread(self.link, task_id, *links)
+
+    async def get_async(self, task_id: str) -> TaskRecord:
+        """Async version of ``get``."""
+        return await asyncio.to_thread(self.get, task_id)
+
+    async def list_tasks_async(self, **filters: Any) -> Page:
+        """Async version of ``list_tasks``."""
+        return await asyncio.to_thread(lambda: self.list_tasks(**filters))
+
+    async def tasks_for_async(
+        self, resource_type: str, resource_id: str, *, active: bool | None = None
+    ) -> list[TaskRecord]:
+        """Async version of ``tasks_for``."""
+        return await asyncio.to_thread(self.tasks_for, resource_type, resource_id, active=active)
+
+    async def events_async(
+        self,
+        task_id: str | None = None,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        resource: tuple[str, str] | None = None,
+    ) -> list[EventRecord]:
+        """Async version of ``events``."""
+        return await asyncio.to_thread(
+            self.events, task_id, after=after, limit=limit, resource=resource
+        )
+
+    async def items_async(self, task_id: str) -> list[ItemRecord]:
+        """Async version of ``items``."""
+        return await asyncio.to_thread(self.items, task_id)
+
+    async def run_pending_async(
+        self, *, queues: Collection[str] | None = None, limit: int | None = None
+    ) -> int:
+        """Async version of ``run_pending``: async task functions run on this event loop."""
+        runner = Runner(self.store, self.registry, worker=self.worker_name)
+        ran = 0
+        while limit is None or ran < limit:
+            await asyncio.to_thread(self.store.promote_due, actor=self.worker_name)
+            task = await asyncio.to_thread(self.store.claim, worker=self.worker_name, queues=queues)
+            if task is None:
+                break
+            await runner.run_async(task)
+            ran += 1
+        return ran
+
+    # -- dispatch -----------------------------------------------------------------------
+
+    def _dispatch(self, records: Sequence[TaskRecord]) -> None:
+        queued = [r for r in records if r.status is Status.QUEUED and not r.deduplicated]
+        if queued:
+            self.executor.dispatch(queued)
+
+    def _dispatch_after_commit(self, using: Using, record: TaskRecord) -> None:
+        pending: list[TaskRecord] | None = using.info.get(_PENDING_KEY)
+        if pending is None:
+            pending = using.info[_PENDING_KEY] = []
+            if isinstance(using, Session):
+                event.listen(using, "after_commit", self._flush_pending)
+                event.listen(using, "after_rollback", _drop_pending)
+            else:
+                # A Connection has no after-commit hook: "commit" fires as the COMMIT is
+                # issued. Workers that miss this early wake-up find the task on their next
+                # poll (or through PostgreSQL NOTIFY, which is sent at the real commit).
+                event.listen(using, "commit", self._flush_pending)
+                event.listen(using, "rollback", _drop_pending)
+        pending.append(record)
+
+    def _flush_pending(self, using: Using) -> None:
+        pending = using.info.get(_PENDING_KEY) or []
+        using.info[_PENDING_KEY] = []
+        self._dispatch(pending)
+
+
+def _drop_pending(using: Using) -> None:
+    using.info[_PENDING_KEY] = []
+
+
+def _connection_of(using: Using) -> Connection:
+    if isinstance(using, Session):
+        return using.connection()
+    if isinstance(using, Connection):
+        return using
+    raise InvalidInput("using must be a SQLAlchemy Connection or Session")
+
+
+def _statuses(
+    status: Status | str | Collection[Status | str] | None,
+) -> list[Status] | None:
+    if status is None:
+        return None
+    values = [status] if isinstance(status, str) else list(status)
+    try:
+        return [Status(value) for value in values]
+    except ValueError:
+        allowed = ", ".join(s.value for s in Status)
+        raise InvalidInput(f"status must be one of {allowed}; got {values!r}") from None
