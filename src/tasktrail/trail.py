@@ -55,13 +55,19 @@ class Trail:
         auto_migrate: bool | None = None,
         worker_name: str | None = None,
     ) -> None:
+        owns_engine = engine is None
         if engine is None:
             url = url or os.environ.get("TASKTRAIL_DATABASE_URL") or DEFAULT_DATABASE_URL
             engine = create_engine(url)
         self.engine = engine
         if auto_migrate is None:
             auto_migrate = engine.dialect.name == "sqlite"
-        ensure_schema(engine, auto_migrate=auto_migrate)
+        try:
+            ensure_schema(engine, auto_migrate=auto_migrate)
+        except BaseException:
+            if owns_engine:
+                engine.dispose()
+            raise
         self.store = Store(engine)
         self.registry = Registry()
         self.executor: Executor = executor or EmbeddedExecutor()

@@ -139,7 +139,7 @@ class Store:
                 c.execute(sa.insert(tasks).values(row))
             else:
                 statement = q.insert_ignoring_conflicts(tasks, self.dialect, row, ["dedupe_key"])
-                if c.execute(statement).rowcount == 0:
+                if c.execute(statement.returning(tasks.c.id)).first() is None:
                     existing = c.execute(
                         sa.select(tasks).where(tasks.c.dedupe_key == new.dedupe_key)
                     ).one()
