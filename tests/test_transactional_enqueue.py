@@ -11,13 +11,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
-from tasktrail import Link, TaskContext, TaskRecord, Trail
+from tasktrail import Executor, Link, TaskContext, TaskRecord, Trail
 
 domain = sa.MetaData()
 roadmaps = sa.Table("roadmaps", domain, sa.Column("id", sa.String(20), primary_key=True))
 
 
-class RecordingExecutor:
+class RecordingExecutor(Executor):
     def __init__(self) -> None:
         self.dispatched: list[str] = []
 

@@ -31,6 +31,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 Using = Connection | Session
 AsyncUsing = AsyncConnection | AsyncSession
 _PENDING_KEY = "tasktrail_pending_dispatch"
+_DISPATCHED = frozenset({Status.QUEUED, Status.SCHEDULED})
 
 
 def default_worker_name() -> str:
@@ -72,6 +73,7 @@ class Trail:
         self.registry = Registry()
         self.executor: Executor = executor or EmbeddedExecutor()
         self.worker_name = worker_name or default_worker_name()
+        self.executor.attach(self)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -206,7 +208,9 @@ class Trail:
         ``InvalidTransition``."""
         if reason is not None and not isinstance(reason, str):
             raise InvalidInput("reason must be a string")
-        return self.store.cancel(task_id, reason=reason, actor=actor)
+        record = self.store.cancel(task_id, reason=reason, actor=actor)
+        self.executor.cancelled(record)
+        return record
 
     def link(self, task_id: str, *links: Link) -> TaskRecord:
         """Link an existing task to more resources (existing links are left as they are)."""
@@ -383,9 +387,9 @@ class Trail:
     # -- dispatch -----------------------------------------------------------------------
 
     def _dispatch(self, records: Sequence[TaskRecord]) -> None:
-        queued = [r for r in records if r.status is Status.QUEUED and not r.deduplicated]
-        if queued:
-            self.executor.dispatch(queued)
+        waiting = [r for r in records if r.status in _DISPATCHED and not r.deduplicated]
+        if waiting:
+            self.executor.dispatch(waiting)
 
     def _dispatch_after_commit(self, using: Using, record: TaskRecord) -> None:
         pending: list[TaskRecord] | None = using.info.get(_PENDING_KEY)

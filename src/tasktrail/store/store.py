@@ -307,6 +307,41 @@ class Store:
             )
             return claimed
 
+    def claim_task(
+        self, task_id: str, *, worker: str, external_id: str | None = None
+    ) -> TaskRecord | None:
+        """Claim this one task for ``worker``: queued → running, or scheduled → queued →
+        running when its time has come. None when it is not claimable now (already
+        claimed, finished, cancelled, not yet due); ``TaskNotFound`` when it does not exist.
+
+        ``external_id`` records the id the executor knows the run by (Celery's task id).
+        """
+        with self.writing() as c:
+            current = self._lock(c, task_id)
+            if (
+                current.status is Status.SCHEDULED
+                and current.run_after is not None
+                and current.run_after <= self.clock()
+            ):
+                current = self._apply(
+                    c, current, DUE, changes(DUE), actor=worker, message="due", data=None
+                )
+            if current.status is not Status.QUEUED:
+                return None
+            attempt = current.attempts + 1
+            values = changes(CLAIM, worker=worker)
+            if external_id is not None:
+                values["external_id"] = external_id
+            return self._apply(
+                c,
+                current,
+                CLAIM,
+                values,
+                actor=worker,
+                message=f"attempt {attempt} of {current.max_attempts}",
+                data={"attempt": attempt},
+            )
+
     def promote_due(self, *, limit: int = 100, actor: str | None = None) -> list[TaskRecord]:
         """Move scheduled tasks whose time has come to queued."""
         now = self.clock()

@@ -1,0 +1,90 @@
+"""Celery as the executor: real Redis broker, real prefork ``celery worker`` processes,
+PostgreSQL. The tracking must be exactly what the embedded worker gives."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tasktrail import Status, Trail
+from tasktrail.contrib.celery import CeleryExecutor
+from tests.apps.celery_app import make_trail, side_effects
+from tests.contrib.conftest import StartWorker, wait_until
+
+
+def _statuses(trail: Trail, ids: list[str]) -> Counter[Status]:
+    return Counter(trail.get(task_id).status for task_id in ids)
+
+
+def _runs(trail: Trail) -> Counter[str]:
+    with trail.engine.connect() as conn:
+        return Counter(conn.execute(sa.select(side_effects.c.task_id)).scalars())
+
+
+@pytest.mark.slow
+def test_a_thousand_tasks_on_two_workers_each_run_once_with_celery_ids(
+    celery_trail: Trail, start_worker: StartWorker, queue: str
+) -> None:
+    start_worker("w1")
+    start_worker("w2")
+    ids = [celery_trail.submit("celery.record", {"n": n}, queue=queue).id for n in range(1000)]
+
+    wait_until(
+        lambda: len(celery_trail.list_tasks(status=["queued", "running"], limit=1).items) == 0,
+        180,
+        "all tasks to finish",
+    )
+
+    assert _statuses(celery_trail, ids) == {Status.COMPLETED: 1000}
+    runs = _runs(celery_trail)
+    assert set(runs) == set(ids) and set(runs.values()) == {1}
+    with celery_trail.engine.connect() as conn:
+        pids = set(conn.execute(sa.select(side_effects.c.pid)).scalars())
+    assert len(pids) >= 3  # both workers' pool processes took part
+    sample = celery_trail.get(ids[0])
+    assert sample.external_id == sample.id  # the Celery task id is the tasktrail id
+    assert any(e.type == "progress" for e in celery_trail.events(ids[0]))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_tasks_submitted_while_the_broker_is_down_run_once_it_is_back(
+    postgres_url: str, start_worker: StartWorker, queue: str, tmp_path: Path
+) -> None:
+    server = shutil.which("redis-server")
+    assert server, "redis-server is needed to run a broker this test can stop"
+    port = _free_port()
+    broker = f"redis://127.0.0.1:{port}/0"
+    trail = make_trail(postgres_url, broker)
+    side_effects.create(trail.engine)
+
+    ids = [trail.submit("celery.record", {"n": n}, queue=queue).id for n in range(20)]
+    assert _statuses(trail, ids) == {Status.QUEUED: 20}  # recorded at once, broker or not
+
+    redis_process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        start_worker("w1", extra_env={"TASKTRAIL_TEST_REDIS_URL": broker})
+        executor = trail.executor
+        assert isinstance(executor, CeleryExecutor)
+        # What the reaper does for queued tasks whose message never arrived:
+        executor.dispatch([trail.get(task_id) for task_id in ids])
+        wait_until(lambda: _statuses(trail, ids) == {Status.COMPLETED: 20}, 60, "completion")
+        assert set(_runs(trail).values()) == {1}
+    finally:
+        redis_process.terminate()
+        redis_process.wait(10)
+        trail.close()
