@@ -329,8 +329,6 @@ class Store:
         """When the earliest scheduled task becomes due; None when none is scheduled."""
         with self.reading() as c:
             value: datetime | None = c.execute(q.next_run_after()).scalar()
-        if value is not None and value.tzinfo is None:  # SQLite's MIN() skips the column type
-            value = value.replace(tzinfo=UTC)
         return value
 
     # -- liveness -----------------------------------------------------------------------
