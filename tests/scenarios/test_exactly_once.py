@@ -36,11 +36,8 @@ def test_every_task_runs_exactly_once_across_worker_processes(
     assert [worker.wait() for worker in workers] == [0, 0]
 
     with app.engine.connect() as conn:
-        runs = dict(
-            conn.execute(
-                sa.select(SIDE_EFFECTS.c.n, sa.func.count()).group_by(SIDE_EFFECTS.c.n)
-            ).tuples()
-        )
+        counted = sa.select(SIDE_EFFECTS.c.n, sa.func.count()).group_by(SIDE_EFFECTS.c.n)
+        runs = dict(conn.execute(counted).tuples().all())
         pids = set(conn.execute(sa.select(SIDE_EFFECTS.c.pid).distinct()).scalars())
         outcomes = conn.execute(
             sa.select(tasks.c.status, tasks.c.attempts, sa.func.count()).group_by(
