@@ -6,6 +6,8 @@ import importlib
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -51,6 +53,16 @@ def load_trail(spec: str | None, database_url: str | None = None) -> Trail:
     if not isinstance(found, Trail):
         raise typer.BadParameter(f"{spec!r} is a {type(found).__name__}, not a Trail")
     return found
+
+
+@contextmanager
+def opened_trail(spec: str | None, database_url: str | None = None) -> Iterator[Trail]:
+    """``load_trail``, with its database connections released when the block ends."""
+    trail = load_trail(spec, database_url)
+    try:
+        yield trail
+    finally:
+        trail.close()
 
 
 def _engine(database_url: str | None) -> Any:
@@ -119,14 +131,19 @@ def tasks_list(
     app_spec: AppOption = None,
 ) -> None:
     """List the newest tasks."""
-    page = load_trail(app_spec).list_tasks(status=status, name=name, limit=limit)
+    with opened_trail(app_spec) as trail:
+        page = trail.list_tasks(status=status, name=name, limit=limit)
     console.print(_task_table(list(page.items)))
 
 
 @tasks_app.command("show")
 def tasks_show(task_id: str, app_spec: AppOption = None) -> None:
     """Show one task, its links, items and history."""
-    trail = load_trail(app_spec)
+    with opened_trail(app_spec) as trail:
+        _show(trail, task_id)
+
+
+def _show(trail: Trail, task_id: str) -> None:
     task = trail.get(task_id)
     console.print(_task_table([task]))
     for link in task.links:
@@ -155,16 +172,16 @@ def tasks_retry(
     app_spec: AppOption = None,
 ) -> None:
     """Queue a failed, cancelled or partially failed task again."""
-    task = load_trail(app_spec).retry(
-        task_id, only_failed_items=only_failed_items, force=force, actor="cli"
-    )
+    with opened_trail(app_spec) as trail:
+        task = trail.retry(task_id, only_failed_items=only_failed_items, force=force, actor="cli")
     console.print(f"{task.id} is {task.status}")
 
 
 @tasks_app.command("cancel")
 def tasks_cancel(task_id: str, reason: str | None = None, app_spec: AppOption = None) -> None:
     """Cancel a task (a running one is asked to stop)."""
-    task = load_trail(app_spec).cancel(task_id, reason=reason, actor="cli")
+    with opened_trail(app_spec) as trail:
+        task = trail.cancel(task_id, reason=reason, actor="cli")
     state = (
         "cancel requested" if task.cancel_requested_at and task.status == "running" else task.status
     )
@@ -203,23 +220,23 @@ def worker(
     """Run tasks until SIGTERM or Ctrl-C (a second one exits at once)."""
     from tasktrail.worker import Worker
 
-    trail = load_trail(app_spec, database_url)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
-    runner = Worker(
-        trail,
-        concurrency=concurrency,
-        queues=names,
-        heartbeat_interval=heartbeat_interval,
-        heartbeat_timeout=heartbeat_timeout,
-        shutdown_timeout=shutdown_timeout,
-        cancel_grace=cancel_grace,
-    )
-    console.print(
-        f"worker {runner.name} on {trail.engine.url.render_as_string(hide_password=True)}: "
-        f"concurrency {concurrency}, queues {', '.join(names) if names else 'all'}, "
-        f"tasks {', '.join(trail.registry.names()) or 'none registered'}"
-    )
-    runner.run()
+    with opened_trail(app_spec, database_url) as trail:
+        runner = Worker(
+            trail,
+            concurrency=concurrency,
+            queues=names,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            shutdown_timeout=shutdown_timeout,
+            cancel_grace=cancel_grace,
+        )
+        console.print(
+            f"worker {runner.name} on {trail.engine.url.render_as_string(hide_password=True)}: "
+            f"concurrency {concurrency}, queues {', '.join(names) if names else 'all'}, "
+            f"tasks {', '.join(trail.registry.names()) or 'none registered'}"
+        )
+        runner.run()
     console.print(f"worker {runner.name} stopped")
 
 
@@ -246,7 +263,15 @@ def watch(
 ) -> None:
     """Show a live progress bar for a task until it ends. Exits 0 if it completed, 1 if it
     ended failed, partially failed or cancelled."""
-    trail = load_trail(app_spec)
+    with opened_trail(app_spec) as trail:
+        task = _watch(trail, task_id, interval)
+    ended = f"{task.id} ended [{_status_style(task.status)}]{task.status}[/]"
+    console.print(ended + (f": {task.error}" if task.error else ""))
+    if task.status is not Status.COMPLETED:
+        raise typer.Exit(1)
+
+
+def _watch(trail: Trail, task_id: str, interval: float) -> TaskRecord:
     task = trail.get(task_id)
     columns = (
         TextColumn("{task.description}"),
@@ -261,12 +286,8 @@ def watch(
             detail = _watch_detail(task, trail.item_counts(task_id))
             bar.update(row, completed=task.progress, detail=detail)
             if task.status.is_terminal:
-                break
+                return task
             time.sleep(interval)
-    ended = f"{task.id} ended [{_status_style(task.status)}]{task.status}[/]"
-    console.print(ended + (f": {task.error}" if task.error else ""))
-    if task.status is not Status.COMPLETED:
-        raise typer.Exit(1)
 
 
 # -- demo -----------------------------------------------------------------------------------
