@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from tasktrail import DoNotRetry, EventRecord, Status, TaskContext, TaskRecord, Trail, Worker
 from tasktrail.errors import InvalidInput
@@ -332,3 +333,25 @@ def test_worker_settings_are_checked(tasks: Trail, monkeypatch: pytest.MonkeyPat
         Worker(tasks, concurrency=0, heartbeat_interval=1)
     with pytest.raises(InvalidInput, match="queues"):
         Worker(tasks, queues="default", heartbeat_interval=1)
+
+
+def test_an_idle_worker_barely_touches_the_database(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    worker = start(heartbeat_interval=1.0, heartbeat_timeout=10.0)
+    time.sleep(0.5)  # past start-up
+    event.listen(tasks.engine, "before_cursor_execute", count)
+    try:
+        time.sleep(2.0)
+    finally:
+        event.remove(tasks.engine, "before_cursor_execute", count)
+
+    # Polls (SQLite: every 0.5 s; PostgreSQL listens instead) and two reaper passes: a
+    # few dozen statements at most, where a busy loop would run thousands.
+    looks = 2.0 / worker.poll_interval + 2
+    assert len(statements) <= 8 * looks, statements

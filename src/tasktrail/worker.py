@@ -31,7 +31,7 @@ from tasktrail.errors import InvalidInput, InvalidTransition, RunSuperseded
 from tasktrail.executor import EmbeddedExecutor
 from tasktrail.records import TaskRecord
 from tasktrail.runner import Runner
-from tasktrail.states import CANCEL, REQUEUE
+from tasktrail.states import CANCEL, REQUEUE, Status
 from tasktrail.store.listen import QueueListener, listen_for_queued
 from tasktrail.trail import Trail
 
@@ -324,28 +324,30 @@ class Worker:
 
     def _work(self) -> None:
         while (task := self._jobs.get()) is not None:
+            recorded = None
             try:
-                self._runner.run(task)
+                recorded = self._runner.run(task)
             except Exception:
                 # Recording the end failed (the database?): the reaper will take it back.
                 logger.exception("worker %s: could not record the end of %s", self.name, task.id)
             finally:
-                self._ended(task)
+                self._ended(task, recorded)
 
     async def _run_async(self, task: TaskRecord) -> None:
+        recorded = None
         try:
-            await self._runner.run_async(task)
+            recorded = await self._runner.run_async(task)
         except Exception:
             logger.exception("worker %s: could not record the end of %s", self.name, task.id)
         finally:
-            self._ended(task)
+            self._ended(task, recorded)
 
-    def _ended(self, task: TaskRecord) -> None:
+    def _ended(self, task: TaskRecord, recorded: TaskRecord | None) -> None:
         with self._changed:
             self._runs.pop((task.id, task.attempts), None)
             self._changed.notify_all()
-        # A run that backed off is scheduled: look again for when it falls due.
-        self._promote_at = 0.0
+        if recorded is not None and recorded.status is Status.SCHEDULED:
+            self._promote_at = 0.0  # it backed off: look again for when it falls due
         self._wake.wake()
 
     def _unfinished(self) -> list[_Run]:
