@@ -355,3 +355,25 @@ def test_an_idle_worker_barely_touches_the_database(
     # few dozen statements at most, where a busy loop would run thousands.
     looks = 2.0 / worker.poll_interval + 2
     assert len(statements) <= 8 * looks, statements
+
+
+def test_tasks_this_process_cannot_run_are_left_for_another(
+    database_url: str, tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    other = Trail(database_url)
+
+    @other.task("w.elsewhere")
+    def elsewhere(ctx: TaskContext) -> None:
+        return None
+
+    try:
+        start()
+        foreign = other.submit("w.elsewhere")
+        known = tasks.submit("w.add", {"a": 1, "b": 1})
+        wait_for(lambda: ended(tasks, known.id), what="the known task")
+
+        assert tasks.get(foreign.id).status is Status.QUEUED
+        assert other.run_pending() == 1
+        assert tasks.get(foreign.id).status is Status.COMPLETED
+    finally:
+        other.close()

@@ -82,9 +82,11 @@ class _Run:
 class Worker:
     """Runs queued tasks of ``trail`` in background threads of this process.
 
-    ``concurrency`` tasks run at once at most. ``queues`` limits the worker to those queues
-    (default: all). ``heartbeat_interval`` and ``heartbeat_timeout`` default to
-    ``TASKTRAIL_HEARTBEAT_INTERVAL`` / ``TASKTRAIL_HEARTBEAT_TIMEOUT`` (else 5 s / 30 s):
+    At most ``concurrency`` tasks (sync and async together) run at once. Only tasks whose
+    names ``trail`` has registered are taken, and with ``queues`` only from those queues.
+
+    ``heartbeat_interval`` and ``heartbeat_timeout`` default to the environment's
+    ``TASKTRAIL_HEARTBEAT_INTERVAL`` and ``TASKTRAIL_HEARTBEAT_TIMEOUT`` (else 5 s and 30 s):
     a running task whose heartbeat is older than the timeout is taken back by the reaper
     that every worker runs. A cancel that a run does not acknowledge within
     ``cancel_grace`` seconds is forced. ``stop`` waits ``shutdown_timeout`` seconds for
@@ -302,23 +304,20 @@ class Worker:
             return len(self._runs) < self.concurrency
 
     def _claim_one(self) -> bool:
-        task = self.store.claim(worker=self.name, queues=self.queues)
+        # Only what this process can run: another app sharing the database runs the rest.
+        names = self.trail.registry.names()
+        task = self.store.claim(worker=self.name, queues=self.queues, names=names)
         if task is None:
             return False
         run = _Run(task)
         with self._lock:
             self._runs[run.key] = run
-        if self._is_async(task):
+        if self.trail.registry.get(task.name).is_async:
             assert self._loop is not None
             run.future = asyncio.run_coroutine_threadsafe(self._run_async(task), self._loop)
         else:
             self._jobs.put(task)
         return True
-
-    def _is_async(self, task: TaskRecord) -> bool:
-        registry = self.trail.registry
-        # An unknown name goes to a thread, where the Runner records the failure.
-        return task.name in registry and registry.get(task.name).is_async
 
     # -- running ------------------------------------------------------------------------
 
