@@ -2,7 +2,8 @@
 
 The store sends ``pg_notify('tasktrail_queued', <queue>)`` in the same transaction that
 queues a task, so a listener hears it once that transaction commits. SQLite has no such
-channel; there ``listen_for_queued`` returns None and workers poll.
+channel (nor do PostgreSQL drivers other than psycopg 3); there ``listen_for_queued``
+returns None and workers poll.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Collection
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -23,16 +25,19 @@ _RECONNECT_SECONDS = 1.0
 
 class QueueListener:
     """A dedicated PostgreSQL connection that calls ``on_queued(queue)`` for each task
-    queued (on one of ``queues``, or on any when ``queues`` is None), in its own thread."""
+    queued (on one of ``queues``, or on any when ``queues`` is None), in its own thread.
+
+    ``connect`` opens the psycopg connection; it is closed when the listener stops.
+    """
 
     def __init__(
         self,
-        conninfo: str,
+        connect: Callable[[], Any],
         on_queued: Callable[[str], None],
         *,
         queues: Collection[str] | None = None,
     ) -> None:
-        self._conninfo = conninfo
+        self._connect = connect
         self._on_queued = on_queued
         self._queues = frozenset(queues) if queues else None
         self._closed = threading.Event()
@@ -61,10 +66,9 @@ class QueueListener:
                 self._closed.wait(_RECONNECT_SECONDS)
 
     def _listen(self) -> None:
-        import psycopg
         from psycopg import sql
 
-        with psycopg.connect(self._conninfo, autocommit=True) as conn:
+        with self._connect() as conn:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(QUEUED_CHANNEL)))
             self._listening.set()
             # Whatever was queued while we were not listening: look once.
@@ -83,10 +87,20 @@ def listen_for_queued(
 ) -> QueueListener | None:
     """A started listener for tasks queued on ``engine``'s database, or None when the
     database cannot notify (SQLite), in which case the caller must poll."""
-    if engine.dialect.name != "postgresql":
+    if engine.dialect.name != "postgresql" or engine.dialect.driver != "psycopg":
         return None
-    conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    listener = QueueListener(conninfo, on_queued, queues=queues)
+
+    def connect() -> Any:
+        # The engine's own connect arguments, on a connection taken out of its pool.
+        pooled = engine.raw_connection()
+        conn = pooled.driver_connection
+        pooled.detach()
+        assert conn is not None
+        conn.rollback()
+        conn.autocommit = True
+        return conn
+
+    listener = QueueListener(connect, on_queued, queues=queues)
     if not listener.start():
         logger.warning("LISTEN is not in place yet; relying on polling until it is")
     return listener
