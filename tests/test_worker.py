@@ -283,19 +283,26 @@ def test_stop_waits_for_running_tasks_then_requeues_the_rest(
     worker = start(concurrency=2)
     gate = new_gate()
     stuck = tasks.submit("w.gated", {"gate": gate})
+    sleeping = tasks.submit("w.sleeps_async")
     wait_for(lambda: tasks.get(stuck.id).progress > 0, what="progress")
+    wait_for(lambda: tasks.get(sleeping.id).progress > 0, what="async progress")
     waiting = tasks.submit("w.gated", {"gate": gate}, run=False)
 
     worker.stop(timeout=0.2)
 
-    assert tasks.get(stuck.id).status is Status.QUEUED
-    requeue = transitions(tasks, stuck.id)[-1]
-    assert requeue.data["transition"] == "requeue"
-    assert requeue.message is not None
-    assert "shut down" in requeue.message
+    for task_id in (stuck.id, sleeping.id):
+        assert tasks.get(task_id).status is Status.QUEUED
+        requeue = transitions(tasks, task_id)[-1]
+        assert requeue.data["transition"] == "requeue"
+        assert requeue.message is not None
+        assert "shut down" in requeue.message
+    # The coroutine was cancelled; the thread runs until its function returns.
+    assert [t.id for t in worker.running()] == [stuck.id]
+    tasks.cancel(sleeping.id)
     GATES[gate].set()
     wait_for(lambda: [e for e in tasks.events(stuck.id) if e.type == "discarded"])
     assert tasks.get(stuck.id).status is Status.QUEUED
+    wait_for(lambda: not worker.running(), what="the thread to return")
 
     tasks.run(waiting.id)
     restarted = start(concurrency=2)

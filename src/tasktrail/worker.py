@@ -149,6 +149,8 @@ class Worker:
         self._stopping = threading.Event()
         self._beats_stopped = threading.Event()
         self._state = "new"
+        # Set when scheduled tasks may have changed; only the dispatch thread clears it.
+        self._recheck_due = threading.Event()
         self._promote_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: QueueListener | None = None
@@ -279,7 +281,8 @@ class Worker:
             # Taken before looking, so that a wake-up during the look is not lost.
             token = self._wake.mark()
             try:
-                if time.monotonic() >= self._promote_at:
+                if self._recheck_due.is_set() or time.monotonic() >= self._promote_at:
+                    self._recheck_due.clear()
                     self._promote_at = time.monotonic() + self._promote_due()
                 if self._has_room() and self._claim_one():
                     continue
@@ -346,7 +349,7 @@ class Worker:
             self._runs.pop((task.id, task.attempts), None)
             self._changed.notify_all()
         if recorded is not None and recorded.status is Status.SCHEDULED:
-            self._promote_at = 0.0  # it backed off: look again for when it falls due
+            self._recheck_due.set()  # it backed off: look again for when it falls due
         self._wake.wake()
 
     def _unfinished(self) -> list[_Run]:
@@ -362,7 +365,7 @@ class Worker:
                 logger.exception("worker %s: heartbeat failed", self.name)
             try:
                 if self.store.reap_lost(self.heartbeat_timeout, actor=self.name):
-                    self._promote_at = 0.0
+                    self._recheck_due.set()
                     self._wake.wake()
             except Exception:
                 logger.exception("worker %s: reaping lost runs failed", self.name)
