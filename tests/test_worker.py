@@ -413,3 +413,12 @@ def test_one_heartbeat_statement_keeps_all_running_tasks_alive(
     assert [(t.status, t.attempts) for t in done] == [(Status.COMPLETED, 1)] * 3
     for task_id in ids:
         assert not [e for e in tasks.events(task_id) if (e.data or {}).get("transition") == "lose"]
+
+
+def test_a_worker_takes_only_from_its_queues(tasks: Trail, start: Callable[..., Worker]) -> None:
+    start(queues=["reports"])
+    elsewhere = tasks.submit("w.add", {"a": 1, "b": 1})
+    mine = tasks.submit("w.add", {"a": 2, "b": 2}, queue="reports")
+
+    assert wait_for(lambda: ended(tasks, mine.id)).result == 4
+    assert tasks.get(elsewhere.id).status is Status.QUEUED
