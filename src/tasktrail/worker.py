@@ -89,9 +89,10 @@ class Worker:
     ``TASKTRAIL_HEARTBEAT_INTERVAL`` and ``TASKTRAIL_HEARTBEAT_TIMEOUT`` (else 5 s and 30 s):
     a running task whose heartbeat is older than the timeout is taken back by the reaper
     that every worker runs. A cancel that a run does not acknowledge within
-    ``cancel_grace`` seconds is forced. ``stop`` waits ``shutdown_timeout`` seconds for
-    running tasks before it queues them again. ``poll_interval`` is how often the database
-    is checked without a wake-up (default 5 s with PostgreSQL ``LISTEN``, else 0.5 s).
+    ``cancel_grace`` seconds is forced at the next heartbeat. ``stop`` waits
+    ``shutdown_timeout`` seconds for running tasks before it queues them again.
+    ``poll_interval`` is how often the database is checked without a wake-up (default 5 s
+    with PostgreSQL ``LISTEN``, else 0.5 s).
     """
 
     def __init__(
