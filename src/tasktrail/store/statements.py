@@ -79,9 +79,14 @@ def compare_and_set(
 
 
 def claim_next(
-    queues: Collection[str] | None, worker: str, values: Mapping[str, Any], now: datetime
+    queues: Collection[str] | None,
+    worker: str,
+    values: Mapping[str, Any],
+    now: datetime,
+    names: Collection[str] | None = None,
 ) -> sa.Update:
-    """Move the next queued task (highest priority, then oldest) to running.
+    """Move the next queued task (highest priority, then oldest) to running; only one
+    named in ``names``, when given.
 
     ``FOR UPDATE SKIP LOCKED`` makes concurrent claimers on PostgreSQL pass each other by;
     on SQLite the write lock of ``BEGIN IMMEDIATE`` serialises them.
@@ -89,6 +94,8 @@ def claim_next(
     candidate = sa.select(tasks.c.id).where(tasks.c.status == Status.QUEUED.value)
     if queues:
         candidate = candidate.where(tasks.c.queue.in_(list(queues)))
+    if names is not None:
+        candidate = candidate.where(tasks.c.name.in_(list(names)))
     candidate = (
         candidate.order_by(tasks.c.priority.desc(), tasks.c.id)
         .limit(1)
@@ -290,3 +297,35 @@ def list_events(
         )
         statement = statement.where(events.c.task_id.in_(linked))
     return statement.order_by(events.c.id).limit(limit)
+
+
+def heartbeat(worker: str, task_ids: Collection[str], now: datetime) -> sa.Update:
+    """Refresh ``heartbeat_at`` of the listed tasks that ``worker`` is still running, in one
+    statement; returns, per task still owned, its attempt and any cancel request."""
+    return (
+        sa.update(tasks)
+        .where(
+            tasks.c.id.in_(list(task_ids)),
+            tasks.c.status == Status.RUNNING.value,
+            tasks.c.worker == worker,
+        )
+        .values(heartbeat_at=now)
+        .returning(tasks.c.id, tasks.c.attempts, tasks.c.cancel_requested_at)
+    )
+
+
+def lost_runs(cutoff: datetime, limit: int) -> sa.Select[Any]:
+    """Running tasks whose last heartbeat is older than ``cutoff``, locked for reaping;
+    rows another reaper holds are skipped (PostgreSQL)."""
+    return (
+        sa.select(tasks.c.id)
+        .where(tasks.c.status == Status.RUNNING.value, tasks.c.heartbeat_at < cutoff)
+        .order_by(tasks.c.heartbeat_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def next_run_after() -> sa.Select[Any]:
+    """When the earliest scheduled task becomes due."""
+    return sa.select(sa.func.min(tasks.c.run_after)).where(tasks.c.status == Status.SCHEDULED.value)
