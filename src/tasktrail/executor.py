@@ -30,8 +30,10 @@ class Executor:
         """Make sure a worker will pick ``tasks`` up (queued now, or scheduled for later)."""
         raise NotImplementedError
 
-    def cancelled(self, task: TaskRecord) -> None:
-        """Called after ``Trail.cancel`` (the task is cancelled, or asked to stop)."""
+    def cancelled(self, task: TaskRecord) -> TaskRecord | None:
+        """Called after ``Trail.cancel`` (the task is cancelled, or asked to stop); returns
+        the task if the executor changed it further (a run it terminated)."""
+        return None
 
 
 class EmbeddedExecutor(Executor):

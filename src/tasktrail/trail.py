@@ -209,8 +209,7 @@ class Trail:
         if reason is not None and not isinstance(reason, str):
             raise InvalidInput("reason must be a string")
         record = self.store.cancel(task_id, reason=reason, actor=actor)
-        self.executor.cancelled(record)
-        return record
+        return self.executor.cancelled(record) or record
 
     def link(self, task_id: str, *links: Link) -> TaskRecord:
         """Link an existing task to more resources (existing links are left as they are)."""

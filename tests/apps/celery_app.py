@@ -1,4 +1,4 @@
-"""A Celery app for tests that start real ``celery worker`` processes:
+"""Test task functions, and a Celery app for tests that start real ``celery worker`` processes:
 ``celery -A tests.apps.celery_app:celery_app worker``. The database comes from
 TASKTRAIL_DATABASE_URL and the broker from TASKTRAIL_TEST_REDIS_URL."""
 
@@ -35,9 +35,17 @@ def make_celery(broker_url: str = BROKER_URL) -> Celery:
     return app
 
 
-def make_trail(database_url: str, broker_url: str = BROKER_URL) -> Trail:
+def make_trail(
+    database_url: str, broker_url: str = BROKER_URL, *, terminate_on_cancel: bool = False
+) -> Trail:
     """A Trail on ``database_url`` that runs its tasks in Celery workers."""
-    trail = Trail(database_url, executor=CeleryExecutor(make_celery(broker_url)))
+    redispatch_after = float(os.environ.get("TASKTRAIL_TEST_REDISPATCH_AFTER", "60"))
+    executor = CeleryExecutor(
+        make_celery(broker_url),
+        redispatch_after=redispatch_after,
+        terminate_on_cancel=terminate_on_cancel,
+    )
+    trail = Trail(database_url, executor=executor)
     register(trail)
     return trail
 
@@ -61,6 +69,17 @@ def register(trail: Trail) -> None:
             ctx.progress(min(99, step), "working")
             time.sleep(0.05)
         return "finished"
+
+    @trail.task("celery.stubborn")
+    def stubborn(ctx: TaskContext, seconds: float) -> str:
+        time.sleep(seconds)  # never looks at cancellation
+        return "too late"
+
+    @trail.task("celery.fails_twice", max_attempts=1)
+    def fails_twice(ctx: TaskContext) -> int:
+        if ctx.attempt < 3:
+            raise RuntimeError(f"attempt {ctx.attempt} failed")
+        return ctx.attempt
 
     @trail.task("celery.flaky", max_attempts=3, backoff=0.2)
     def flaky(ctx: TaskContext) -> int:

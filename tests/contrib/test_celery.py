@@ -13,7 +13,6 @@ import pytest
 import sqlalchemy as sa
 
 from tasktrail import Status, Trail
-from tasktrail.contrib.celery import CeleryExecutor
 from tests.apps.celery_app import make_trail, side_effects
 from tests.contrib.conftest import StartWorker, wait_until
 
@@ -77,14 +76,82 @@ def test_tasks_submitted_while_the_broker_is_down_run_once_it_is_back(
         stdout=subprocess.DEVNULL,
     )
     try:
-        start_worker("w1", extra_env={"TASKTRAIL_TEST_REDIS_URL": broker})
-        executor = trail.executor
-        assert isinstance(executor, CeleryExecutor)
-        # What the reaper does for queued tasks whose message never arrived:
-        executor.dispatch([trail.get(task_id) for task_id in ids])
+        # The worker's reaper re-sends queued tasks whose message never led to a claim.
+        start_worker(
+            "w1",
+            extra_env={"TASKTRAIL_TEST_REDIS_URL": broker, "TASKTRAIL_TEST_REDISPATCH_AFTER": "1"},
+        )
         wait_until(lambda: _statuses(trail, ids) == {Status.COMPLETED: 20}, 60, "completion")
         assert set(_runs(trail).values()) == {1}
     finally:
         redis_process.terminate()
         redis_process.wait(10)
         trail.close()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_task_is_recovered_by_the_other(
+    celery_trail: Trail, start_worker: StartWorker, queue: str
+) -> None:
+    fast_beats = {"TASKTRAIL_HEARTBEAT_INTERVAL": "0.2", "TASKTRAIL_HEARTBEAT_TIMEOUT": "1.5"}
+    workers = {
+        name: start_worker(name, concurrency=1, extra_env=fast_beats) for name in ("w1", "w2")
+    }
+    task = celery_trail.submit("celery.long", {"seconds": 2.0}, queue=queue)
+    wait_until(lambda: celery_trail.get(task.id).status is Status.RUNNING, 30, "the run")
+    first = celery_trail.get(task.id)
+    victim = next(name for name in workers if f"{name}-{queue}@" in (first.worker or ""))
+    workers[victim].kill()
+
+    wait_until(lambda: celery_trail.get(task.id).status is Status.COMPLETED, 60, "recovery")
+
+    done = celery_trail.get(task.id)
+    assert done.attempts == 2 and done.worker != first.worker
+    moves = [(e.from_status, e.to_status) for e in celery_trail.events(task.id) if e.to_status]
+    assert moves == [
+        (None, Status.QUEUED),
+        (Status.QUEUED, Status.RUNNING),
+        (Status.RUNNING, Status.SCHEDULED),  # the reaper: worker lost, attempts left
+        (Status.SCHEDULED, Status.QUEUED),
+        (Status.QUEUED, Status.RUNNING),
+        (Status.RUNNING, Status.COMPLETED),
+    ]
+    assert celery_trail.list_tasks(status="running").items == ()
+
+
+@pytest.mark.slow
+def test_backoff_retries_are_tasktrails_own(
+    celery_trail: Trail, start_worker: StartWorker, queue: str
+) -> None:
+    start_worker("w1")
+    task = celery_trail.submit("celery.flaky", queue=queue)
+    wait_until(lambda: celery_trail.get(task.id).status is Status.COMPLETED, 60, "success")
+
+    done = celery_trail.get(task.id)
+    assert (done.attempts, done.result) == (3, 3)
+    events = celery_trail.events(task.id)
+    backoffs = [e for e in events if e.to_status is Status.SCHEDULED]
+    starts = [e.created_at for e in events if e.to_status is Status.RUNNING]
+    assert len(backoffs) == 2 and len(starts) == 3
+    for backoff, next_start in zip(backoffs, starts[1:], strict=True):
+        waited = (next_start - backoff.created_at).total_seconds()
+        assert waited >= backoff.data["retry_in"] * 0.95  # never before its eta
+
+
+@pytest.mark.slow
+def test_terminate_on_cancel_kills_a_run_that_never_checks(
+    postgres_url: str, redis_broker: str, start_worker: StartWorker, queue: str
+) -> None:
+    trail = make_trail(postgres_url, redis_broker, terminate_on_cancel=True)
+    start_worker("w1", concurrency=1)
+    task = trail.submit("celery.stubborn", {"seconds": 300}, queue=queue)
+    wait_until(lambda: trail.get(task.id).status is Status.RUNNING, 30, "the run")
+
+    cancelled = trail.cancel(task.id, reason="stuck")
+
+    assert cancelled.status is Status.CANCELLED
+    assert trail.get(task.id) == cancelled
+    after = trail.submit("celery.stubborn", {"seconds": 0}, queue=queue)
+    wait_until(lambda: trail.get(after.id).status is Status.COMPLETED, 30, "the next task")
+    assert trail.get(task.id).status is Status.CANCELLED  # not reaped, not retried
+    trail.close()

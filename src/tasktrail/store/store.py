@@ -427,6 +427,23 @@ class Store:
                 )
         return reaped
 
+    def touch_stale_queued(self, older_than: float, *, limit: int = 100) -> list[TaskRecord]:
+        """Queued tasks nothing has happened to for ``older_than`` seconds, to dispatch
+        again; each is touched so that it comes back at most once per ``older_than``."""
+        now = self.clock()
+        cutoff = now - timedelta(seconds=older_than)
+        with self.writing() as c:
+            ids = list(c.execute(q.stale_queued(cutoff, limit)).scalars())
+            if not ids:
+                return []
+            rows = c.execute(
+                sa.update(tasks)
+                .where(tasks.c.id.in_(ids), tasks.c.status == Status.QUEUED.value)
+                .values(updated_at=now)
+                .returning(*tasks.c)
+            ).all()
+        return [TaskRecord.from_row(row._mapping) for row in rows]
+
     def cancel(
         self,
         task_id: str,
