@@ -53,6 +53,35 @@ def measure(url: str) -> dict[str, float]:
     return row
 
 
+def celery_table(console: Console) -> None:
+    """Celery alone against Celery through tasktrail (needs Redis and PostgreSQL)."""
+    from benchmarks import celery
+
+    figures: dict[str, float] = {}
+    with postgres_database() as results_db, postgres_database() as tracked_db:
+        backend = "db+" + results_db
+        systems: dict[str, Callable[[], float]] = {
+            "Celery, Redis result backend": lambda: celery.plain_celery(celery.REDIS_RESULTS),
+            "Celery, PostgreSQL result backend": lambda: celery.plain_celery(backend),
+            "Celery through tasktrail (PostgreSQL)": lambda: celery.tracked_celery(tracked_db),
+        }
+        for name, run in systems.items():
+            figures[name] = run()
+    tracked = figures["Celery through tasktrail (PostgreSQL)"]
+    table = Table("system", "tasks/s", "time per task vs tasktrail")
+    for name, rate in figures.items():
+        table.add_row(name, f"{rate:,.1f}", f"{tracked / rate:.2f}x")
+    console.print(
+        f"{celery.TASKS} tasks, 3 progress steps each, one worker with "
+        f"{celery.CONCURRENCY} prefork processes"
+    )
+    console.print(table)
+    console.print(
+        "The last column is each system's time per task divided by tasktrail's: above 1x "
+        "that system is slower than tasktrail, below 1x faster (tasktrail's overhead)."
+    )
+
+
 def main() -> None:
     console = Console()
     console.print(
@@ -82,6 +111,10 @@ def main() -> None:
         "Latency: submit → completed of a no-op task to an idle worker; 'other process' "
         "is a second Trail (PostgreSQL NOTIFY; SQLite polls every 0.5 s)."
     )
+    try:
+        celery_table(console)
+    except Exception as exc:  # no Redis or PostgreSQL: say so, keep the other table
+        console.print(f"[yellow]Celery comparison skipped: {exc}[/]")
 
 
 if __name__ == "__main__":

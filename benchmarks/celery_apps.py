@@ -1,0 +1,62 @@
+"""The two Celery apps the Celery benchmark compares, loaded by ``celery worker -A``.
+
+- ``plain_app``: Celery alone; progress through ``update_state`` into the result backend
+  (``BENCH_RESULT_BACKEND``: Redis by default, or a database).
+- ``tracked_app``: Celery through tasktrail; progress, results and history in PostgreSQL
+  (``TASKTRAIL_DATABASE_URL``).
+
+The workload is the same: a no-op task that reports three progress steps, then returns.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery
+
+from tasktrail import TaskContext, Trail
+from tasktrail.contrib.celery import CeleryExecutor
+
+BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
+RESULT_BACKEND = os.environ.get("BENCH_RESULT_BACKEND", "redis://127.0.0.1:6379/14")
+STEPS = ("fetch", "transform", "store")
+
+
+def _configure(app: Celery) -> Celery:
+    app.conf.update(
+        worker_prefetch_multiplier=4,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+plain_app = _configure(Celery("bench_plain", broker=BROKER_URL, backend=RESULT_BACKEND))
+
+
+@plain_app.task(name="bench.plain", bind=True)  # type: ignore[untyped-decorator]
+def plain(task: Any, n: int) -> int:
+    for done, step in enumerate(STEPS, start=1):
+        task.update_state(state="PROGRESS", meta={"progress": done * 30, "step": step})
+    return n
+
+
+tracked_app = _configure(Celery("bench_tracked", broker=BROKER_URL))
+
+
+def tracked_trail(database_url: str) -> Trail:
+    """The tasktrail side: a Trail on ``database_url`` sending its tasks to ``tracked_app``."""
+    trail = Trail(database_url, executor=CeleryExecutor(tracked_app))
+
+    @trail.task("bench.tracked")
+    def tracked(ctx: TaskContext, n: int) -> int:
+        for done, step in enumerate(STEPS, start=1):
+            ctx.progress(done * 30, step)
+        return n
+
+    return trail
+
+
+if os.environ.get("TASKTRAIL_DATABASE_URL"):
+    trail = tracked_trail(os.environ["TASKTRAIL_DATABASE_URL"])
