@@ -1,0 +1,217 @@
+"""Events out: replay from the events table, then tail it live. Framework-free; the SSE and
+WebSocket endpoints both iterate ``Feed.subscribe``.
+
+How a subscriber stays exact
+----------------------------
+Every subscriber reads the table itself, by its own cursor, in id order. It never reads past
+the hub's *safe id*: the highest id below which every event has either committed or is known
+never to commit. A reconnecting client that passes the last id it saw therefore resumes with
+nothing lost and nothing repeated, and a slow client only slows its own reads.
+
+The hub moves the safe id forward when something may have changed: this process committed
+events (``Store.on_events``), PostgreSQL sent ``NOTIFY tasktrail_events`` (another process
+did), or a poll timer fired (the only way to hear other processes on SQLite).
+
+Out-of-order commits: on PostgreSQL an event's id comes from a sequence when the row is
+inserted, but transactions commit in any order, so id 11 can be visible while id 10 is
+still in flight. The hub only advances through a gap in the ids once the gap has stayed
+open for ``settle_seconds`` (then it is taken for a rolled-back transaction). On SQLite
+writers are serialised and commit in id order, so the safe id is simply the highest id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+
+from tasktrail.errors import InvalidInput
+from tasktrail.records import EventRecord
+from tasktrail.store import Store
+from tasktrail.store.listen import NotificationListener
+
+#: How far back the hub looks for gaps when it starts.
+_STARTUP_LOOKBACK = 200
+#: How often the hub rechecks while a gap is waiting to settle.
+_GAP_RECHECK_SECONDS = 0.05
+
+
+@dataclass
+class _Hub:
+    """Tracks the safe id for the subscribers of one event loop."""
+
+    store: Store
+    loop: asyncio.AbstractEventLoop
+    poll_interval: float
+    settle_seconds: float
+    safe_id: int = 0
+    subscribers: int = 0
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _advanced: asyncio.Event = field(default_factory=asyncio.Event)
+    _gaps: dict[int, float] = field(default_factory=dict)
+    _task: asyncio.Task[None] | None = None
+    _listener: NotificationListener | None = None
+    _unregister: list[Callable[[], None]] = field(default_factory=list)
+
+    def start(self) -> None:
+        self._unregister.append(self.store.on_events(self.poke))
+        if self.store.dialect == "postgresql":
+            self._listener = NotificationListener(self.store.engine.url, self.poke)
+            self._listener.start()
+        self._task = self.loop.create_task(self._run())
+
+    async def stop(self) -> None:
+        for unregister in self._unregister:
+            unregister()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.stop)
+
+    def poke(self) -> None:
+        """Something may have committed: refresh soon. Safe to call from any thread."""
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            self.loop.call_soon_threadsafe(self._wake.set)
+
+    async def wait_beyond(self, cursor: int, timeout: float) -> bool:
+        """Wait until the safe id passes ``cursor``; False after ``timeout`` seconds."""
+        deadline = self.loop.time() + timeout
+        while self.safe_id <= cursor:
+            remaining = deadline - self.loop.time()
+            if remaining <= 0:
+                return False
+            advanced = self._advanced
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(advanced.wait(), remaining)
+        return True
+
+    async def _run(self) -> None:
+        last = await asyncio.to_thread(self.store.last_event_id)
+        if self.store.dialect == "postgresql":
+            self.safe_id = max(0, last - _STARTUP_LOOKBACK)
+            await self._refresh()
+        else:
+            self.safe_id = last
+        self.ready.set()
+        while True:
+            timeout = _GAP_RECHECK_SECONDS if self._gaps else self.poll_interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            await self._refresh()
+
+    async def _refresh(self) -> None:
+        if self.store.dialect == "postgresql":
+            ids = await asyncio.to_thread(self.store.event_ids, after=self.safe_id)
+            new = self._settle(ids, time.monotonic())
+        else:
+            new = await asyncio.to_thread(self.store.last_event_id)
+        if new > self.safe_id:
+            self.safe_id = new
+            advanced, self._advanced = self._advanced, asyncio.Event()
+            advanced.set()
+
+    def _settle(self, ids: list[int], now: float) -> int:
+        safe = self.safe_id
+        for event_id in ids:
+            missing = safe + 1
+            if event_id > missing:
+                first_seen = self._gaps.setdefault(missing, now)
+                if now - first_seen < self.settle_seconds:
+                    break
+            safe = event_id
+        self._gaps = {start: seen for start, seen in self._gaps.items() if start > safe}
+        return safe
+
+
+class Feed:
+    """Replay plus live tail of one store's events, for any number of subscribers.
+
+    ``poll_interval`` (seconds) is how often the hub looks for events written by other
+    processes without telling it: by default 0.2 on SQLite, 2 on PostgreSQL (where
+    ``NOTIFY`` normally wakes it first). ``keepalive`` is how long a subscriber may go
+    without a message before it is handed a ``None`` tick.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        poll_interval: float | None = None,
+        settle_seconds: float = 2.0,
+        keepalive: float = 15.0,
+        batch_size: int = 500,
+    ) -> None:
+        self.store = store
+        if poll_interval is None:
+            poll_interval = 2.0 if store.dialect == "postgresql" else 0.2
+        self.poll_interval = poll_interval
+        self.settle_seconds = settle_seconds
+        self.keepalive = keepalive
+        self.batch_size = batch_size
+        self._hubs: dict[asyncio.AbstractEventLoop, _Hub] = {}
+
+    async def subscribe(
+        self,
+        *,
+        task_id: str | None = None,
+        resource: tuple[str, str] | None = None,
+        after: int | None = None,
+    ) -> AsyncGenerator[EventRecord | None, None]:
+        """Every event matching the filter with an id above ``after``, oldest first, then
+        each new one as it commits; ``None`` now and then as a keep-alive tick.
+
+        Filter by ``task_id``, or by ``resource`` (the events of every task linked to it).
+        Without ``after``, a filtered subscription starts from the beginning of history and
+        an unfiltered one from now. Ends only when the caller stops iterating.
+        """
+        if after is not None and after < 0:
+            raise InvalidInput("after must be an event id, 0 or more")
+        hub = await self._join()
+        try:
+            await hub.ready.wait()
+            if after is None:
+                after = 0 if task_id is not None or resource is not None else hub.safe_id
+            cursor = after
+            while True:
+                until = hub.safe_id
+                if cursor < until:
+                    batch = await asyncio.to_thread(
+                        self.store.events,
+                        task_id=task_id,
+                        resource=resource,
+                        after=cursor,
+                        until=until,
+                        limit=self.batch_size,
+                    )
+                    for event in batch:
+                        yield event
+                    full = len(batch) == self.batch_size
+                    cursor = batch[-1].id if full else until
+                    if full:
+                        continue
+                if not await hub.wait_beyond(cursor, self.keepalive):
+                    yield None
+        finally:
+            await self._leave(hub)
+
+    async def _join(self) -> _Hub:
+        loop = asyncio.get_running_loop()
+        hub = self._hubs.get(loop)
+        if hub is None:
+            hub = _Hub(self.store, loop, self.poll_interval, self.settle_seconds)
+            self._hubs[loop] = hub
+            hub.start()
+        hub.subscribers += 1
+        return hub
+
+    async def _leave(self, hub: _Hub) -> None:
+        hub.subscribers -= 1
+        if hub.subscribers == 0 and self._hubs.get(hub.loop) is hub:
+            del self._hubs[hub.loop]
+            await hub.stop()
