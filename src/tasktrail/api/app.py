@@ -64,13 +64,15 @@ def mount(
     *,
     token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    feed: Feed | None = None,
 ) -> None:
     """Add tasktrail's API to your FastAPI ``app`` under ``/api/v1``, working on ``trail``.
 
     The one call to make: ``tasktrail.api.mount(app, trail)``. It adds routes only; error
     handling and the body limit apply to those routes and leave the rest of ``app`` alone.
+    ``feed`` tunes the live events (see ``tasktrail.feed.Feed``).
     """
-    app.include_router(build_router(trail, token=token, max_body_bytes=max_body_bytes))
+    app.include_router(build_router(trail, token=token, max_body_bytes=max_body_bytes, feed=feed))
 
 
 def create_app(
@@ -78,6 +80,7 @@ def create_app(
     *,
     token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    feed: Feed | None = None,
 ) -> FastAPI:
     """A FastAPI app serving the API for ``trail``, plus ``GET /healthz``."""
     app = FastAPI(
@@ -85,7 +88,7 @@ def create_app(
         version=tasktrail.__version__,
         description="Durable, linked, observable background tasks.",
     )
-    mount(app, trail, token=token, max_body_bytes=max_body_bytes)
+    mount(app, trail, token=token, max_body_bytes=max_body_bytes, feed=feed)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
