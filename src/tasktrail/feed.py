@@ -63,15 +63,15 @@ class _Hub:
             self._listener.start()
         self._task = self.loop.create_task(self._run())
 
-    async def stop(self) -> None:
+    def stop(self) -> None:
+        # Never awaits: it runs in the ``finally`` of subscribers that are being cancelled,
+        # where (under anyio, as in Starlette) every await would be cancelled again.
         for unregister in self._unregister:
             unregister()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
         if self._listener is not None:
-            await asyncio.to_thread(self._listener.stop)
+            self._listener.stop(timeout=0)
 
     def poke(self) -> None:
         """Something may have committed: refresh soon. Safe to call from any thread."""
@@ -198,7 +198,7 @@ class Feed:
                 if not await hub.wait_beyond(cursor, self.keepalive):
                     yield None
         finally:
-            await self._leave(hub)
+            self._leave(hub)
 
     async def _join(self) -> _Hub:
         loop = asyncio.get_running_loop()
@@ -210,8 +210,8 @@ class Feed:
         hub.subscribers += 1
         return hub
 
-    async def _leave(self, hub: _Hub) -> None:
+    def _leave(self, hub: _Hub) -> None:
         hub.subscribers -= 1
         if hub.subscribers == 0 and self._hubs.get(hub.loop) is hub:
             del self._hubs[hub.loop]
-            await hub.stop()
+            hub.stop()

@@ -44,9 +44,10 @@ class NotificationListener:
         self._thread.start()
 
     def stop(self, timeout: float | None = 5.0) -> None:
-        """Stop listening and close the connection."""
+        """Stop listening and close the connection; wait up to ``timeout`` seconds for the
+        thread to end (0: do not wait; it ends within a second on its own)."""
         self._stopped.set()
-        if self._thread.is_alive():
+        if self._thread.is_alive() and timeout != 0:
             self._thread.join(timeout)
 
     def _run(self) -> None:
