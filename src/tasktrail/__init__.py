@@ -24,6 +24,7 @@ from tasktrail.records import (
 from tasktrail.retries import DoNotRetry
 from tasktrail.states import ItemStatus, Status
 from tasktrail.trail import Trail
+from tasktrail.worker import Worker
 
 __version__ = "0.1.0"
 
@@ -51,5 +52,6 @@ __all__ = [
     "TasktrailError",
     "Trail",
     "UnknownTask",
+    "Worker",
     "__version__",
 ]

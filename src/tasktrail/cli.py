@@ -5,14 +5,19 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
 from tasktrail.errors import TasktrailError
-from tasktrail.records import TaskRecord
+from tasktrail.records import ItemCounts, TaskRecord
+from tasktrail.states import Status
 from tasktrail.store import create_engine
 from tasktrail.store import migrate as migrations
 from tasktrail.trail import DEFAULT_DATABASE_URL, Trail
@@ -48,6 +53,16 @@ def load_trail(spec: str | None, database_url: str | None = None) -> Trail:
     if not isinstance(found, Trail):
         raise typer.BadParameter(f"{spec!r} is a {type(found).__name__}, not a Trail")
     return found
+
+
+@contextmanager
+def opened_trail(spec: str | None, database_url: str | None = None) -> Iterator[Trail]:
+    """``load_trail``, with its database connections released when the block ends."""
+    trail = load_trail(spec, database_url)
+    try:
+        yield trail
+    finally:
+        trail.close()
 
 
 def _engine(database_url: str | None) -> Any:
@@ -116,14 +131,19 @@ def tasks_list(
     app_spec: AppOption = None,
 ) -> None:
     """List the newest tasks."""
-    page = load_trail(app_spec).list_tasks(status=status, name=name, limit=limit)
+    with opened_trail(app_spec) as trail:
+        page = trail.list_tasks(status=status, name=name, limit=limit)
     console.print(_task_table(list(page.items)))
 
 
 @tasks_app.command("show")
 def tasks_show(task_id: str, app_spec: AppOption = None) -> None:
     """Show one task, its links, items and history."""
-    trail = load_trail(app_spec)
+    with opened_trail(app_spec) as trail:
+        _show(trail, task_id)
+
+
+def _show(trail: Trail, task_id: str) -> None:
     task = trail.get(task_id)
     console.print(_task_table([task]))
     for link in task.links:
@@ -152,20 +172,122 @@ def tasks_retry(
     app_spec: AppOption = None,
 ) -> None:
     """Queue a failed, cancelled or partially failed task again."""
-    task = load_trail(app_spec).retry(
-        task_id, only_failed_items=only_failed_items, force=force, actor="cli"
-    )
+    with opened_trail(app_spec) as trail:
+        task = trail.retry(task_id, only_failed_items=only_failed_items, force=force, actor="cli")
     console.print(f"{task.id} is {task.status}")
 
 
 @tasks_app.command("cancel")
 def tasks_cancel(task_id: str, reason: str | None = None, app_spec: AppOption = None) -> None:
     """Cancel a task (a running one is asked to stop)."""
-    task = load_trail(app_spec).cancel(task_id, reason=reason, actor="cli")
+    with opened_trail(app_spec) as trail:
+        task = trail.cancel(task_id, reason=reason, actor="cli")
     state = (
         "cancel requested" if task.cancel_requested_at and task.status == "running" else task.status
     )
     console.print(f"{task.id}: {state}")
+
+
+# -- worker and watch ------------------------------------------------------------------------
+
+
+@app.command("worker")
+def worker(
+    app_spec: AppOption = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Tasks run at once.")] = 4,
+    queues: Annotated[
+        str | None, typer.Option(help="Comma-separated queues to take tasks from (default: all).")
+    ] = None,
+    heartbeat_interval: Annotated[
+        float | None,
+        typer.Option(envvar="TASKTRAIL_HEARTBEAT_INTERVAL", help="Seconds between heartbeats."),
+    ] = None,
+    heartbeat_timeout: Annotated[
+        float | None,
+        typer.Option(
+            envvar="TASKTRAIL_HEARTBEAT_TIMEOUT",
+            help="Seconds without a heartbeat after which a run counts as lost.",
+        ),
+    ] = None,
+    shutdown_timeout: Annotated[
+        float, typer.Option(help="Seconds to let running tasks finish on SIGTERM/SIGINT.")
+    ] = 30.0,
+    cancel_grace: Annotated[
+        float, typer.Option(help="Seconds a running task has to acknowledge a cancel.")
+    ] = 10.0,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Run tasks until SIGTERM or Ctrl-C (a second one exits at once)."""
+    from tasktrail.worker import Worker
+
+    names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    with opened_trail(app_spec, database_url) as trail:
+        runner = Worker(
+            trail,
+            concurrency=concurrency,
+            queues=names,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            shutdown_timeout=shutdown_timeout,
+            cancel_grace=cancel_grace,
+        )
+        console.print(
+            f"worker {runner.name} on {trail.engine.url.render_as_string(hide_password=True)}: "
+            f"concurrency {concurrency}, queues {', '.join(names) if names else 'all'}, "
+            f"tasks {', '.join(trail.registry.names()) or 'none registered'}"
+        )
+        runner.run()
+    console.print(f"worker {runner.name} stopped")
+
+
+def _watch_detail(task: TaskRecord, counts: ItemCounts) -> str:
+    parts = [f"[{_status_style(task.status)}]{task.status}[/]"]
+    if task.current_step:
+        parts.append(task.current_step)
+    if counts.total:
+        parts.append(
+            f"items {counts.completed}/{counts.total} done"
+            + (f", {counts.failed} failed" if counts.failed else "")
+            + (f", {counts.running} running" if counts.running else "")
+        )
+    if task.attempts > 1:
+        parts.append(f"attempt {task.attempts}/{task.max_attempts}")
+    return " · ".join(parts)
+
+
+@app.command("watch")
+def watch(
+    task_id: str,
+    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between looks.")] = 0.5,
+    app_spec: AppOption = None,
+) -> None:
+    """Show a live progress bar for a task until it ends. Exits 0 if it completed, 1 if it
+    ended failed, partially failed or cancelled."""
+    with opened_trail(app_spec) as trail:
+        task = _watch(trail, task_id, interval)
+    ended = f"{task.id} ended [{_status_style(task.status)}]{task.status}[/]"
+    console.print(ended + (f": {task.error}" if task.error else ""))
+    if task.status is not Status.COMPLETED:
+        raise typer.Exit(1)
+
+
+def _watch(trail: Trail, task_id: str, interval: float) -> TaskRecord:
+    task = trail.get(task_id)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[detail]}"),
+    )
+    with Progress(*columns, console=console) as bar:
+        row = bar.add_task(f"{task.name} {task.id}", total=100, detail="")
+        while True:
+            task = trail.get(task_id)
+            detail = _watch_detail(task, trail.item_counts(task_id))
+            bar.update(row, completed=task.progress, detail=detail)
+            if task.status.is_terminal:
+                return task
+            time.sleep(interval)
 
 
 # -- demo -----------------------------------------------------------------------------------
@@ -205,3 +327,6 @@ if os.environ.get("TASKTRAIL_LOG_LEVEL"):
     import logging
 
     logging.basicConfig(level=os.environ["TASKTRAIL_LOG_LEVEL"].upper())
+
+if __name__ == "__main__":
+    main()

@@ -30,8 +30,11 @@ class EmbeddedExecutor:
 
     def dispatch(self, tasks: Sequence[TaskRecord]) -> None:
         """Wake every waiting worker of this process."""
-        if not tasks:
-            return
+        if tasks:
+            self.wake()
+
+    def wake(self) -> None:
+        """Wake every waiting worker of this process, to look for work in the database."""
         with self._condition:
             self._generation += 1
             self._condition.notify_all()

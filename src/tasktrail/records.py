@@ -214,6 +214,15 @@ class ItemRecord:
 
 
 @dataclass(frozen=True)
+class Beat:
+    """What a heartbeat learned about one run its worker still owns."""
+
+    task_id: str
+    attempt: int
+    cancel_requested_at: datetime | None
+
+
+@dataclass(frozen=True)
 class Page:
     """One page of a keyset-paginated listing; pass ``next_cursor`` to get the next."""
 

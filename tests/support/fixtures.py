@@ -64,7 +64,7 @@ class BackgroundWorker:
 
 
 @pytest.fixture
-def worker(app_trail: Trail) -> Iterator[BackgroundWorker]:
+def thread_worker(app_trail: Trail) -> Iterator[BackgroundWorker]:
     """Runs queued tasks of ``app_trail`` in a background thread during the test."""
     with BackgroundWorker(app_trail) as running:
         yield running

@@ -307,3 +307,35 @@ def event_ids(after: int, limit: int) -> sa.Select[Any]:
 def last_event_id() -> sa.Select[Any]:
     """The highest event id, 0 when there is none."""
     return sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0))
+
+
+def heartbeat(worker: str, task_ids: Collection[str], now: datetime) -> sa.Update:
+    """Refresh ``heartbeat_at`` of the listed tasks that ``worker`` is still running, in one
+    statement; returns, per task still owned, its attempt and any cancel request."""
+    return (
+        sa.update(tasks)
+        .where(
+            tasks.c.id.in_(list(task_ids)),
+            tasks.c.status == Status.RUNNING.value,
+            tasks.c.worker == worker,
+        )
+        .values(heartbeat_at=now)
+        .returning(tasks.c.id, tasks.c.attempts, tasks.c.cancel_requested_at)
+    )
+
+
+def lost_runs(cutoff: datetime, limit: int) -> sa.Select[Any]:
+    """Running tasks whose last heartbeat is older than ``cutoff``, locked for reaping;
+    rows another reaper holds are skipped (PostgreSQL)."""
+    return (
+        sa.select(tasks.c.id)
+        .where(tasks.c.status == Status.RUNNING.value, tasks.c.heartbeat_at < cutoff)
+        .order_by(tasks.c.heartbeat_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def next_run_after() -> sa.Select[Any]:
+    """When the earliest scheduled task becomes due."""
+    return sa.select(sa.func.min(tasks.c.run_after)).where(tasks.c.status == Status.SCHEDULED.value)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from tasktrail.errors import InvalidTransition, RunSuperseded, TaskNotFound
 from tasktrail.records import (
+    Beat,
     EventRecord,
     ItemCounts,
     ItemRecord,
@@ -26,11 +27,14 @@ from tasktrail.records import (
     Page,
     TaskRecord,
 )
+from tasktrail.retries import backoff_delay
 from tasktrail.schema import items, links, tasks
 from tasktrail.states import (
     CANCEL,
     CLAIM,
     DUE,
+    LOSE_FAIL,
+    LOSE_RETRY,
     ItemStatus,
     Status,
     Transition,
@@ -342,6 +346,67 @@ class Store:
                     )
                 )
         return promoted
+
+    def next_due(self) -> datetime | None:
+        """When the earliest scheduled task becomes due; None when none is scheduled."""
+        with self.reading() as c:
+            value: datetime | None = c.execute(q.next_run_after()).scalar()
+        return value
+
+    # -- liveness -----------------------------------------------------------------------
+
+    def heartbeat(self, worker: str, task_ids: Collection[str]) -> dict[str, Beat]:
+        """Mark the listed runs of ``worker`` alive, with one statement.
+
+        Returns a ``Beat`` for each task ``worker`` still runs (with its attempt and any
+        cancel request); a task missing from the answer no longer belongs to ``worker``.
+        """
+        if not task_ids:
+            return {}
+        with self.writing() as c:
+            rows = c.execute(q.heartbeat(worker, task_ids, self.clock())).all()
+        return {row.id: Beat(row.id, row.attempts, row.cancel_requested_at) for row in rows}
+
+    def reap_lost(
+        self, timeout: float, *, actor: str | None = None, limit: int = 100
+    ) -> list[TaskRecord]:
+        """Take back running tasks whose heartbeat is older than ``timeout`` seconds.
+
+        A task with attempts left goes to ``scheduled`` (after its backoff), the others to
+        ``failed`` with ``error = "worker lost"``. Safe when several reapers run at once:
+        each task is reaped by one of them, and a run that beat meanwhile is left alone.
+        """
+        now = self.clock()
+        cutoff = now - timedelta(seconds=timeout)
+        reaped: list[TaskRecord] = []
+        with self.writing() as c:
+            for (task_id,) in c.execute(q.lost_runs(cutoff, limit)).all():
+                current = self._lock(c, task_id)
+                beat = current.heartbeat_at
+                if current.status is not Status.RUNNING or beat is None or beat >= cutoff:
+                    continue
+                silence = (
+                    f"{current.worker} sent no heartbeat for {(now - beat).total_seconds():.1f}s"
+                )
+                data: dict[str, Any] = {"worker": current.worker, "attempt": current.attempts}
+                if current.attempts < current.max_attempts:
+                    delay = backoff_delay(current.backoff, current.attempts)
+                    values = changes(LOSE_RETRY, run_after=now + timedelta(seconds=delay))
+                    transition = LOSE_RETRY
+                    message = (
+                        f"worker lost: {silence}; attempt {current.attempts + 1} in {delay:.2f}s"
+                    )
+                    data |= {"retry_in": delay, "next_attempt": current.attempts + 1}
+                else:
+                    values = changes(LOSE_FAIL, error="worker lost")
+                    transition = LOSE_FAIL
+                    message = f"worker lost: {silence}; no attempts left"
+                reaped.append(
+                    self._apply(
+                        c, current, transition, values, actor=actor, message=message, data=data
+                    )
+                )
+        return reaped
 
     def cancel(
         self,

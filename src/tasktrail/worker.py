@@ -1,0 +1,444 @@
+"""The embedded worker: claims queued tasks from the database and runs them — sync functions
+on a pool of threads, async ones on one event loop — through the same ``Runner`` every
+executor uses.
+
+Besides running tasks it keeps them honest: one heartbeat statement per beat for all of its
+runs, a reaper for the runs of workers that died, a forced end for runs that ignore a
+cancel, and a graceful shutdown that puts unfinished runs back in the queue.
+
+Waking up costs nothing while idle: a task submitted in this process wakes the worker
+through the ``EmbeddedExecutor``; on PostgreSQL a ``LISTEN`` connection hears tasks queued
+by other processes; on SQLite the worker polls, briefly. Scheduled tasks are promoted when
+the earliest of them falls due, not on a fixed tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from tasktrail.errors import InvalidInput, InvalidTransition, RunSuperseded
+from tasktrail.executor import EmbeddedExecutor
+from tasktrail.records import TaskRecord
+from tasktrail.runner import Runner
+from tasktrail.states import CANCEL, REQUEUE
+from tasktrail.store.listen import QueueListener, listen_for_queued
+from tasktrail.trail import Trail
+
+logger = logging.getLogger("tasktrail.worker")
+
+DEFAULT_HEARTBEAT_INTERVAL = 5.0
+DEFAULT_HEARTBEAT_TIMEOUT = 30.0
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+DEFAULT_CANCEL_GRACE = 10.0
+#: With NOTIFY, polling is only a safety net; without it, polling is how work is found.
+POLL_WITH_LISTEN = 5.0
+POLL_WITHOUT_LISTEN = 0.5
+_MIN_WAIT = 0.01
+_ERROR_PAUSE = 1.0
+
+
+def seconds_from_env(name: str, default: float) -> float:
+    """The positive number of seconds in environment variable ``name``, else ``default``."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a number of seconds, got {raw!r}") from None
+    return _positive(name, value)
+
+
+def _positive(what: str, value: float) -> float:
+    if not value > 0:
+        raise InvalidInput(f"{what} must be more than 0 seconds, got {value!r}")
+    return float(value)
+
+
+@dataclass
+class _Run:
+    """One run this worker is executing; ``forced`` once its cancel was forced."""
+
+    task: TaskRecord
+    future: concurrent.futures.Future[Any] | None = None
+    forced: bool = False
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.task.id, self.task.attempts)
+
+
+class Worker:
+    """Runs queued tasks of ``trail`` in background threads of this process.
+
+    ``concurrency`` tasks run at once at most. ``queues`` limits the worker to those queues
+    (default: all). ``heartbeat_interval`` and ``heartbeat_timeout`` default to
+    ``TASKTRAIL_HEARTBEAT_INTERVAL`` / ``TASKTRAIL_HEARTBEAT_TIMEOUT`` (else 5 s / 30 s):
+    a running task whose heartbeat is older than the timeout is taken back by the reaper
+    that every worker runs. A cancel that a run does not acknowledge within
+    ``cancel_grace`` seconds is forced. ``stop`` waits ``shutdown_timeout`` seconds for
+    running tasks before it queues them again. ``poll_interval`` is how often the database
+    is checked without a wake-up (default 5 s with PostgreSQL ``LISTEN``, else 0.5 s).
+    """
+
+    def __init__(
+        self,
+        trail: Trail,
+        *,
+        concurrency: int = 4,
+        queues: Collection[str] | None = None,
+        name: str | None = None,
+        heartbeat_interval: float | None = None,
+        heartbeat_timeout: float | None = None,
+        poll_interval: float | None = None,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        cancel_grace: float = DEFAULT_CANCEL_GRACE,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise InvalidInput(f"concurrency must be a whole number of at least 1: {concurrency!r}")
+        if isinstance(queues, str):
+            raise InvalidInput("queues must be a collection of queue names, not one string")
+        self.trail = trail
+        self.store = trail.store
+        self.concurrency = concurrency
+        self.queues = frozenset(queues) if queues else None
+        self.name = name or trail.worker_name
+        self.heartbeat_interval = (
+            _positive("heartbeat_interval", heartbeat_interval)
+            if heartbeat_interval is not None
+            else seconds_from_env("TASKTRAIL_HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL)
+        )
+        self.heartbeat_timeout = (
+            _positive("heartbeat_timeout", heartbeat_timeout)
+            if heartbeat_timeout is not None
+            else seconds_from_env("TASKTRAIL_HEARTBEAT_TIMEOUT", DEFAULT_HEARTBEAT_TIMEOUT)
+        )
+        if self.heartbeat_timeout <= self.heartbeat_interval:
+            raise InvalidInput(
+                f"the heartbeat timeout ({self.heartbeat_timeout:g}s) must be longer than the "
+                f"heartbeat interval ({self.heartbeat_interval:g}s)"
+            )
+        self._poll_interval = (
+            _positive("poll_interval", poll_interval) if poll_interval is not None else None
+        )
+        self.shutdown_timeout = max(0.0, float(shutdown_timeout))
+        self.cancel_grace = max(0.0, float(cancel_grace))
+
+        self._runner = Runner(self.store, trail.registry, worker=self.name)
+        # Share the trail's executor so that a submit in this process wakes us at once.
+        executor = trail.executor
+        self._wake = executor if isinstance(executor, EmbeddedExecutor) else EmbeddedExecutor()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._runs: dict[tuple[str, int], _Run] = {}
+        self._jobs: queue.SimpleQueue[TaskRecord | None] = queue.SimpleQueue()
+        self._stop_requested = threading.Event()
+        self._stopping = threading.Event()
+        self._beats_stopped = threading.Event()
+        self._state = "new"
+        self._promote_at = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: QueueListener | None = None
+        self._threads: dict[str, threading.Thread] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between looks at the database when nothing wakes the worker."""
+        if self._poll_interval is not None:
+            return self._poll_interval
+        return POLL_WITH_LISTEN if self._listener is not None else POLL_WITHOUT_LISTEN
+
+    def start(self) -> None:
+        """Start claiming and running tasks in background threads; returns at once."""
+        with self._lock:
+            if self._state != "new":
+                raise RuntimeError(f"worker {self.name} was already started")
+            self._state = "started"
+        self._loop = loop = asyncio.new_event_loop()
+        self._listener = listen_for_queued(
+            self.store.engine, lambda _queue: self._wake.wake(), queues=self.queues
+        )
+        self._spawn("loop", loop.run_forever)
+        for number in range(self.concurrency):
+            self._spawn(f"thread-{number}", self._work)
+        self._spawn("beat", self._beat_loop)
+        self._spawn("dispatch", self._dispatch_loop)
+        logger.info(
+            "worker %s started: concurrency %d, queues %s, heartbeat every %gs (timeout %gs)",
+            self.name,
+            self.concurrency,
+            ", ".join(sorted(self.queues)) if self.queues else "all",
+            self.heartbeat_interval,
+            self.heartbeat_timeout,
+        )
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop gracefully: claim nothing more, wait up to ``timeout`` seconds (default
+        ``shutdown_timeout``) for running tasks, then put the unfinished ones back in the
+        queue (with an event saying why) and release threads and connections.
+
+        Calling it again, or on a worker never started, does nothing.
+        """
+        self._stop_requested.set()
+        with self._lock:
+            if self._state != "started":
+                return
+            self._state = "stopping"
+        self._stopping.set()
+        self._wake.wake()
+        self._threads["dispatch"].join()
+        if self._listener is not None:
+            self._listener.close()
+        wait = self.shutdown_timeout if timeout is None else max(0.0, timeout)
+        with self._changed:
+            self._changed.wait_for(lambda: not self._unfinished(), timeout=wait)
+            unfinished = self._unfinished()
+        for run in unfinished:
+            self._requeue(run, wait)
+        self._beats_stopped.set()
+        self._threads["beat"].join()
+        for _ in range(self.concurrency):
+            self._jobs.put(None)
+        self._stop_loop()
+        with self._lock:
+            self._state = "stopped"
+        logger.info("worker %s stopped; %d unfinished runs requeued", self.name, len(unfinished))
+
+    def run(self) -> None:
+        """Run until SIGTERM or SIGINT (or ``stop`` from another thread), then stop
+        gracefully. A second signal ends the process at once; the reaper recovers its runs.
+
+        Signal handlers are installed only when called from the main thread.
+        """
+        previous = self._install_signal_handlers()
+        try:
+            self.start()
+            self._stop_requested.wait()
+        finally:
+            try:
+                self.stop()
+            finally:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+
+    def running(self) -> list[TaskRecord]:
+        """The tasks this worker is running now, as they were claimed."""
+        with self._lock:
+            return [run.task for run in self._runs.values()]
+
+    def __enter__(self) -> Worker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _spawn(self, role: str, target: Any) -> None:
+        thread = threading.Thread(target=target, name=f"tasktrail-{role}", daemon=True)
+        self._threads[role] = thread
+        thread.start()
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous: dict[int, Any] = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, self._on_signal)
+        return previous
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self._stop_requested.is_set():
+            logger.warning("worker %s: second signal, exiting now", self.name)
+            os._exit(128 + signum)
+        logger.warning(
+            "worker %s: %s received; finishing running tasks (send again to exit now)",
+            self.name,
+            signal.Signals(signum).name,
+        )
+        self._stop_requested.set()
+
+    # -- claiming -----------------------------------------------------------------------
+
+    def _dispatch_loop(self) -> None:
+        while not self._stopping.is_set():
+            # Taken before looking, so that a wake-up during the look is not lost.
+            token = self._wake.mark()
+            try:
+                if time.monotonic() >= self._promote_at:
+                    self._promote_at = time.monotonic() + self._promote_due()
+                if self._has_room() and self._claim_one():
+                    continue
+            except Exception:
+                logger.exception("worker %s: looking for work failed", self.name)
+                self._stopping.wait(_ERROR_PAUSE)
+                continue
+            self._wake.wait(token, max(_MIN_WAIT, self._promote_at - time.monotonic()))
+
+    def _promote_due(self) -> float:
+        """Queue the scheduled tasks that are due; seconds until the next look."""
+        due = self.store.next_due()
+        if due is not None and due <= self.store.clock():
+            self.store.promote_due(actor=self.name)
+            due = self.store.next_due()
+        if due is None:
+            return self.poll_interval
+        return min(self.poll_interval, (due - self.store.clock()).total_seconds())
+
+    def _has_room(self) -> bool:
+        with self._lock:
+            return len(self._runs) < self.concurrency
+
+    def _claim_one(self) -> bool:
+        task = self.store.claim(worker=self.name, queues=self.queues)
+        if task is None:
+            return False
+        run = _Run(task)
+        with self._lock:
+            self._runs[run.key] = run
+        if self._is_async(task):
+            assert self._loop is not None
+            run.future = asyncio.run_coroutine_threadsafe(self._run_async(task), self._loop)
+        else:
+            self._jobs.put(task)
+        return True
+
+    def _is_async(self, task: TaskRecord) -> bool:
+        registry = self.trail.registry
+        # An unknown name goes to a thread, where the Runner records the failure.
+        return task.name in registry and registry.get(task.name).is_async
+
+    # -- running ------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while (task := self._jobs.get()) is not None:
+            try:
+                self._runner.run(task)
+            except Exception:
+                # Recording the end failed (the database?): the reaper will take it back.
+                logger.exception("worker %s: could not record the end of %s", self.name, task.id)
+            finally:
+                self._ended(task)
+
+    async def _run_async(self, task: TaskRecord) -> None:
+        try:
+            await self._runner.run_async(task)
+        except Exception:
+            logger.exception("worker %s: could not record the end of %s", self.name, task.id)
+        finally:
+            self._ended(task)
+
+    def _ended(self, task: TaskRecord) -> None:
+        with self._changed:
+            self._runs.pop((task.id, task.attempts), None)
+            self._changed.notify_all()
+        # A run that backed off is scheduled: look again for when it falls due.
+        self._promote_at = 0.0
+        self._wake.wake()
+
+    def _unfinished(self) -> list[_Run]:
+        return [run for run in self._runs.values() if not run.forced]
+
+    # -- heartbeats, cancels, reaping ---------------------------------------------------
+
+    def _beat_loop(self) -> None:
+        while not self._beats_stopped.wait(self.heartbeat_interval):
+            try:
+                self._beat()
+            except Exception:
+                logger.exception("worker %s: heartbeat failed", self.name)
+            try:
+                if self.store.reap_lost(self.heartbeat_timeout, actor=self.name):
+                    self._promote_at = 0.0
+                    self._wake.wake()
+            except Exception:
+                logger.exception("worker %s: reaping lost runs failed", self.name)
+
+    def _beat(self) -> None:
+        with self._lock:
+            runs = list(self._runs.values())
+        if not runs:
+            return
+        beats = self.store.heartbeat(self.name, {run.task.id for run in runs})
+        now = self.store.clock()
+        for run in runs:
+            beat = beats.get(run.task.id)
+            if beat is None or beat.attempt != run.task.attempts or run.forced:
+                continue  # the run lost its task; the Runner will discard its end
+            asked = beat.cancel_requested_at
+            if asked is not None and (now - asked).total_seconds() >= self.cancel_grace:
+                self._force_cancel(run)
+
+    def _force_cancel(self, run: _Run) -> None:
+        task = run.task
+        try:
+            self.store.transition(
+                task.id,
+                CANCEL,
+                attempt=task.attempts,
+                actor=self.name,
+                message=(
+                    f"cancel forced: run {task.attempts} did not stop within the "
+                    f"{self.cancel_grace:g}s grace period; anything it returns is discarded"
+                ),
+                data={"forced": True, "grace": self.cancel_grace},
+            )
+        except (RunSuperseded, InvalidTransition):
+            return  # it ended on its own meanwhile
+        run.forced = True
+        if run.future is not None:
+            run.future.cancel()
+        with self._changed:
+            self._changed.notify_all()
+
+    def _requeue(self, run: _Run, waited: float) -> None:
+        task = run.task
+        try:
+            self.store.transition(
+                task.id,
+                REQUEUE,
+                attempt=task.attempts,
+                actor=self.name,
+                message=(
+                    f"worker {self.name} shut down; run {task.attempts} had not finished "
+                    f"after {waited:g}s, so the task is back in the queue"
+                ),
+                data={"shutdown": True, "waited": waited},
+            )
+        except (RunSuperseded, InvalidTransition):
+            return  # it ended (or was taken away) meanwhile
+        if run.future is not None:
+            run.future.cancel()
+
+    def _stop_loop(self) -> None:
+        loop = self._loop
+        assert loop is not None
+
+        async def cancel_all() -> None:
+            current = asyncio.current_task()
+            pending = [t for t in asyncio.all_tasks() if t is not current]
+            for pending_task in pending:
+                pending_task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+
+        try:
+            asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(timeout=2.0)
+        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+            logger.warning("worker %s: some async tasks did not stop", self.name)
+        loop.call_soon_threadsafe(loop.stop)
+        self._threads["loop"].join(timeout=2.0)
+        if not self._threads["loop"].is_alive():
+            loop.close()

@@ -1,0 +1,36 @@
+"""``listen_for_queued``: PostgreSQL tells listeners about queued tasks; SQLite cannot."""
+
+from __future__ import annotations
+
+import queue
+
+from tasktrail import Trail
+from tasktrail.store.listen import listen_for_queued
+
+
+def test_listener_hears_tasks_queued_by_another_connection(database_url: str) -> None:
+    heard: queue.SimpleQueue[str] = queue.SimpleQueue()
+    listening = Trail(database_url, auto_migrate=True)
+    submitting = Trail(database_url)
+
+    @submitting.task("listen.noop", queue="reports")
+    def noop(ctx: object) -> None:
+        return None
+
+    listener = listen_for_queued(listening.engine, heard.put, queues={"reports"})
+    try:
+        if database_url.startswith("sqlite"):
+            assert listener is None
+            return
+        assert listener is not None
+        assert heard.get(timeout=5) == ""  # the look-once after (re)connecting
+        submitting.submit("listen.noop", run=False)  # created, not queued: no notification
+        submitting.submit("listen.noop", queue="other")  # a queue it does not listen to
+        submitting.submit("listen.noop")
+        assert heard.get(timeout=5) == "reports"
+        assert heard.empty()
+    finally:
+        if listener is not None:
+            listener.close()
+        listening.close()
+        submitting.close()

@@ -1,0 +1,334 @@
+"""The embedded worker, in this process, on both databases."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tasktrail import DoNotRetry, EventRecord, Status, TaskContext, TaskRecord, Trail, Worker
+from tasktrail.errors import InvalidInput
+from tasktrail.retries import JITTER
+
+#: Threads that tests release: a gated task waits for its gate before it returns.
+GATES: dict[str, threading.Event] = {}
+
+
+def wait_for(condition: Callable[[], Any], *, timeout: float = 15.0, what: str = "") -> Any:
+    """Poll ``condition`` until it is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(0.02)
+
+
+def ended(trail: Trail, task_id: str) -> TaskRecord | None:
+    task = trail.get(task_id)
+    return task if task.status.is_terminal else None
+
+
+def transitions(trail: Trail, task_id: str) -> list[EventRecord]:
+    return [e for e in trail.events(task_id) if e.type == "transition"]
+
+
+def new_gate() -> str:
+    gate = uuid.uuid4().hex
+    GATES[gate] = threading.Event()
+    return gate
+
+
+@pytest.fixture
+def tasks(trail: Trail) -> Trail:
+    """``trail`` with this module's task functions registered."""
+
+    @trail.task("w.add")
+    def add(ctx: TaskContext, a: int, b: int) -> int:
+        ctx.progress(50, "adding")
+        return a + b
+
+    @trail.task("w.add_async")
+    async def add_async(ctx: TaskContext, a: int, b: int) -> int:
+        await ctx.progress_async(50, "adding")
+        return a + b
+
+    @trail.task("w.flaky", max_attempts=3, backoff=0.2)
+    def flaky(ctx: TaskContext) -> dict[str, int]:
+        if ctx.attempt < 3:
+            raise ConnectionError(f"flaked on attempt {ctx.attempt}")
+        return {"attempt": ctx.attempt}
+
+    @trail.task("w.broken", max_attempts=2, backoff=0.05)
+    def broken(ctx: TaskContext) -> None:
+        raise ValueError("always broken")
+
+    @trail.task("w.refuses", max_attempts=5, backoff=0.05)
+    def refuses(ctx: TaskContext) -> None:
+        raise DoNotRetry("bad input")
+
+    @trail.task("w.cooperative")
+    def cooperative(ctx: TaskContext) -> None:
+        for percent in range(1000):
+            ctx.progress(percent / 10, "looping")
+            time.sleep(0.02)
+
+    @trail.task("w.cooperative_async")
+    async def cooperative_async(ctx: TaskContext) -> None:
+        for percent in range(1000):
+            await ctx.progress_async(percent / 10, "looping")
+            await asyncio.sleep(0.02)
+
+    @trail.task("w.gated")
+    def gated(ctx: TaskContext, gate: str) -> dict[str, bool]:
+        ctx.progress(10, "waiting at the gate")
+        GATES[gate].wait(timeout=60)
+        return {"late": True}
+
+    @trail.task("w.sleeps_async")
+    async def sleeps_async(ctx: TaskContext) -> None:
+        await ctx.progress_async(10, "sleeping")
+        await asyncio.sleep(60)
+
+    return trail
+
+
+@pytest.fixture
+def start(tasks: Trail) -> Iterator[Callable[..., Worker]]:
+    """Start a worker on ``tasks`` (short heartbeats); every one is stopped afterwards."""
+    started: list[Worker] = []
+
+    def start_worker(**options: Any) -> Worker:
+        options = {"heartbeat_interval": 0.1, "heartbeat_timeout": 2.0, **options}
+        worker = Worker(tasks, **options)
+        worker.start()
+        started.append(worker)
+        return worker
+
+    yield start_worker
+    for gate in GATES.values():
+        gate.set()
+    for worker in started:
+        worker.stop(timeout=5)
+
+
+def test_sync_and_async_tasks_run_to_completion(tasks: Trail, start: Callable[..., Worker]) -> None:
+    start(concurrency=3)
+    ids = [tasks.submit("w.add", {"a": i, "b": 1}).id for i in range(10)]
+    ids += [tasks.submit("w.add_async", {"a": i, "b": 2}).id for i in range(10)]
+
+    results = [wait_for(lambda i=i: ended(tasks, i), what=i) for i in ids]
+
+    assert [r.status for r in results] == [Status.COMPLETED] * 20
+    assert [r.result for r in results] == [i + 1 for i in range(10)] + [i + 2 for i in range(10)]
+    assert all(r.attempts == 1 and r.progress == 100 for r in results)
+
+
+def test_a_task_submitted_in_process_starts_without_waiting_for_a_poll(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    start(poll_interval=60)
+    first = tasks.submit("w.add", {"a": 1, "b": 1})
+    wait_for(lambda: ended(tasks, first.id), what="the first task")
+    # The worker is now idle, waiting up to a minute for a poll: only a wake-up helps.
+    second = tasks.submit("w.add", {"a": 2, "b": 2})
+
+    assert wait_for(lambda: ended(tasks, second.id), timeout=10).result == 4
+
+
+def test_a_task_queued_by_another_process_is_found(
+    database_url: str, tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    # A second Trail has its own executor: like another process, it cannot wake us directly.
+    other = Trail(database_url)
+    other.registry = tasks.registry
+    sqlite = database_url.startswith("sqlite")
+    # On PostgreSQL only NOTIFY can find it in time; SQLite has to poll.
+    worker = start(poll_interval=None if sqlite else 60)
+    assert worker.poll_interval == (0.5 if sqlite else 60)
+    try:
+        first = other.submit("w.add", {"a": 1, "b": 1})
+        wait_for(lambda: ended(tasks, first.id), timeout=10, what="the first task")
+        second = other.submit("w.add", {"a": 2, "b": 2})
+        assert wait_for(lambda: ended(tasks, second.id), timeout=10).result == 4
+    finally:
+        other.close()
+
+
+def test_a_flaky_task_is_retried_with_backoff_until_it_succeeds(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    start()
+    task = tasks.submit("w.flaky")
+
+    done = wait_for(lambda: ended(tasks, task.id))
+
+    assert done.status is Status.COMPLETED
+    assert done.attempts == 3
+    assert done.result == {"attempt": 3}
+    history = transitions(tasks, task.id)
+    runs = [e for e in history if e.to_status is Status.RUNNING]
+    backoffs = [e for e in history if e.data["transition"] == "back_off"]
+    assert len(runs) == 3
+    assert [(e.from_status, e.to_status) for e in backoffs] == [
+        (Status.RUNNING, Status.SCHEDULED)
+    ] * 2
+    for attempt, (backoff, run, next_run) in enumerate(
+        zip(backoffs, runs[:-1], runs[1:], strict=True), start=1
+    ):
+        delay = backoff.data["retry_in"]
+        expected = 0.2 * 2 ** (attempt - 1)
+        assert expected * JITTER[0] <= delay <= expected * JITTER[1]
+        assert backoff.message == (
+            f"ConnectionError: flaked on attempt {attempt}; attempt {attempt + 1} in {delay:.2f}s"
+        )
+        # The next attempt may not start before the backoff has passed.
+        assert (next_run.created_at - run.created_at).total_seconds() >= delay
+
+
+def test_the_last_failure_fails_the_task(tasks: Trail, start: Callable[..., Worker]) -> None:
+    start()
+    broken = tasks.submit("w.broken")
+    refuses = tasks.submit("w.refuses")
+
+    failed = wait_for(lambda: ended(tasks, broken.id))
+    refused = wait_for(lambda: ended(tasks, refuses.id))
+
+    assert (failed.status, failed.attempts, failed.error) == (
+        Status.FAILED,
+        2,
+        "ValueError: always broken",
+    )
+    assert (refused.status, refused.attempts) == (Status.FAILED, 1)
+    assert refused.error == "DoNotRetry: bad input"
+
+
+@pytest.mark.parametrize("name", ["w.cooperative", "w.cooperative_async"])
+def test_a_running_task_that_checks_stops_when_cancelled(
+    tasks: Trail, start: Callable[..., Worker], name: str
+) -> None:
+    worker = start(cancel_grace=5.0)
+    task = tasks.submit(name)
+    wait_for(lambda: tasks.get(task.id).progress > 0, what="progress")
+
+    tasks.cancel(task.id, reason="changed my mind")
+    cancelled = wait_for(lambda: ended(tasks, task.id))
+
+    assert cancelled.status is Status.CANCELLED
+    events = tasks.events(task.id)
+    asked = next(e for e in events if e.type == "cancel_requested")
+    last = transitions(tasks, task.id)[-1]
+    assert last.message == "cancelled while running"  # acknowledged, not forced
+    assert (last.created_at - asked.created_at).total_seconds() < worker.cancel_grace
+    wait_for(lambda: not worker.running(), what="the worker to be free")
+
+
+def test_a_sync_task_that_ignores_cancel_is_forced_and_its_late_result_discarded(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    worker = start(cancel_grace=0.3)
+    gate = new_gate()
+    task = tasks.submit("w.gated", {"gate": gate})
+    wait_for(lambda: tasks.get(task.id).progress > 0, what="progress")
+
+    tasks.cancel(task.id)
+    cancelled = wait_for(lambda: ended(tasks, task.id))
+
+    assert cancelled.status is Status.CANCELLED
+    forced = transitions(tasks, task.id)[-1]
+    assert forced.message is not None
+    assert forced.message.startswith("cancel forced: run 1")
+    assert forced.data["forced"] is True
+    # The function is still running: its thread is busy until it returns.
+    assert [t.id for t in worker.running()] == [task.id]
+
+    GATES[gate].set()
+    discarded = wait_for(
+        lambda: [e for e in tasks.events(task.id) if e.type == "discarded"], what="discarded"
+    )
+
+    assert discarded[0].data == {"attempt": 1, "result": {"late": True}}
+    after = tasks.get(task.id)
+    assert (after.status, after.result) == (Status.CANCELLED, None)
+    wait_for(lambda: not worker.running(), what="the worker to be free")
+
+
+def test_an_async_task_that_ignores_cancel_is_forced_and_stopped(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    worker = start(cancel_grace=0.3)
+    task = tasks.submit("w.sleeps_async")
+    wait_for(lambda: tasks.get(task.id).progress > 0, what="progress")
+
+    tasks.cancel(task.id)
+    cancelled = wait_for(lambda: ended(tasks, task.id))
+
+    assert cancelled.status is Status.CANCELLED
+    assert transitions(tasks, task.id)[-1].data["forced"] is True
+    # The coroutine itself was cancelled too, so its slot is free again.
+    wait_for(lambda: not worker.running(), what="the coroutine to be cancelled")
+
+
+def test_stop_waits_for_running_tasks_then_requeues_the_rest(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    worker = start(concurrency=2)
+    gate = new_gate()
+    stuck = tasks.submit("w.gated", {"gate": gate})
+    wait_for(lambda: tasks.get(stuck.id).progress > 0, what="progress")
+    waiting = tasks.submit("w.gated", {"gate": gate}, run=False)
+
+    worker.stop(timeout=0.2)
+
+    assert tasks.get(stuck.id).status is Status.QUEUED
+    requeue = transitions(tasks, stuck.id)[-1]
+    assert requeue.data["transition"] == "requeue"
+    assert requeue.message is not None
+    assert "shut down" in requeue.message
+    GATES[gate].set()
+    wait_for(lambda: [e for e in tasks.events(stuck.id) if e.type == "discarded"])
+    assert tasks.get(stuck.id).status is Status.QUEUED
+
+    tasks.run(waiting.id)
+    restarted = start(concurrency=2)
+    assert wait_for(lambda: ended(tasks, stuck.id)).status is Status.COMPLETED
+    assert wait_for(lambda: ended(tasks, waiting.id)).status is Status.COMPLETED
+    assert tasks.get(stuck.id).attempts == 2
+    restarted.stop()
+
+
+def test_stop_lets_tasks_that_finish_in_time_complete(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    worker = start()
+    gate = new_gate()
+    task = tasks.submit("w.gated", {"gate": gate})
+    wait_for(lambda: tasks.get(task.id).progress > 0, what="progress")
+    threading.Timer(0.2, GATES[gate].set).start()
+
+    worker.stop(timeout=10)
+
+    assert tasks.get(task.id).status is Status.COMPLETED
+
+
+def test_worker_settings_are_checked(tasks: Trail, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKTRAIL_HEARTBEAT_INTERVAL", "2")
+    monkeypatch.setenv("TASKTRAIL_HEARTBEAT_TIMEOUT", "9")
+    assert (Worker(tasks).heartbeat_interval, Worker(tasks).heartbeat_timeout) == (2.0, 9.0)
+    assert Worker(tasks, heartbeat_interval=1).heartbeat_interval == 1.0
+    with pytest.raises(InvalidInput, match="must be longer"):
+        Worker(tasks, heartbeat_interval=10)
+    monkeypatch.setenv("TASKTRAIL_HEARTBEAT_INTERVAL", "soon")
+    with pytest.raises(InvalidInput, match="TASKTRAIL_HEARTBEAT_INTERVAL"):
+        Worker(tasks)
+    with pytest.raises(InvalidInput, match="concurrency"):
+        Worker(tasks, concurrency=0, heartbeat_interval=1)
+    with pytest.raises(InvalidInput, match="queues"):
+        Worker(tasks, queues="default", heartbeat_interval=1)
