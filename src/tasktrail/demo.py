@@ -79,7 +79,8 @@ class RoadmapApp:
 
     ``item_seconds`` is how long each generated content takes on creation,
     ``retry_seconds`` how long a single-content retry takes; ``failing(concept, content)``
-    picks the contents that fail on a roadmap's first attempt.
+    picks the contents that fail on a roadmap's first attempt, ``failing_retries`` those
+    whose retry crashes midway (leaving the content "generating", as a killed run would).
     """
 
     def __init__(
@@ -89,12 +90,14 @@ class RoadmapApp:
         item_seconds: float = 0.3,
         retry_seconds: float = 1.0,
         failing: Callable[[str, str], bool] = fails_first_time,
+        failing_retries: Callable[[str, str], bool] = lambda concept, content: False,
     ) -> None:
         self.trail = trail
         self.roadmaps = Roadmaps()
         self.item_seconds = item_seconds
         self.retry_seconds = retry_seconds
         self.failing = failing
+        self.failing_retries = failing_retries
         self._register()
 
     def _register(self) -> None:
@@ -132,6 +135,8 @@ class RoadmapApp:
             for step in range(steps):
                 ctx.progress(100 * step / steps, f"regenerating {content_type}")
                 time.sleep(self.retry_seconds / steps)
+                if step == steps // 2 and self.failing_retries(concept_id, content_type):
+                    raise RuntimeError(f"the model crashed regenerating {content_type}")
             roadmaps.set(roadmap_id, concept_id, content_type, "completed")
             return {
                 "roadmap_id": roadmap_id,

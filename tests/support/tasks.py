@@ -33,6 +33,15 @@ def register(trail: Trail) -> None:
             time.sleep(0.02)
         raise TimeoutError("nobody cancelled me")
 
+    @trail.task("test.cancel_then_work")
+    def cancel_then_work(ctx: TaskContext, steps: int = 3) -> dict[str, int]:
+        # Seed 002's task: the first run is cancelled by the user; the retry does the work.
+        if ctx.attempt == 1:
+            until_cancelled(ctx)
+        for step in range(steps):
+            ctx.progress(100 * step / steps, f"retry step {step}")
+        return {"attempt": ctx.attempt}
+
     @trail.task("test.fail")
     def fail(ctx: TaskContext, message: str = "boom") -> None:
         raise RuntimeError(message)
