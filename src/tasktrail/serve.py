@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import uvicorn
 from fastapi import FastAPI
@@ -84,8 +87,28 @@ def serve(
     try:
         if on_ready is not None:
             on_ready(url_of(sock))
-        server.run(sockets=[sock])
+        with _signals_end_the_server_only():
+            server.run(sockets=[sock])
     finally:
+        # A second signal from here on ends the process at once; the reaper of another
+        # worker then recovers whatever was running.
         if runner is not None:
             runner.stop()
         sock.close()
+
+
+@contextmanager
+def _signals_end_the_server_only() -> Iterator[None]:
+    # uvicorn stops on SIGINT/SIGTERM, restores the handlers it found and raises the signal
+    # again, which would kill the process before the worker could stop gracefully. The
+    # handlers it finds are these no-ops, so that re-raise does nothing.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda *_: None) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

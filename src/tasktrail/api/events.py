@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.websockets import WebSocketDisconnect
 
 from tasktrail.api.errors import ApiRoute
-from tasktrail.api.models import ErrorOut, Event
+from tasktrail.api.models import COMMON_ERRORS, ErrorOut, Event
 from tasktrail.api.security import UNAUTHORIZED, is_authorized
 from tasktrail.errors import InvalidInput
 from tasktrail.feed import Feed
@@ -69,7 +69,7 @@ async def sse_stream(
 
 def router(feed: Feed, *, token: str | None, route_class: type[ApiRoute] = ApiRoute) -> APIRouter:
     """The ``/events`` and ``/ws`` routes over ``feed``."""
-    api = APIRouter(tags=["events"], route_class=route_class)
+    api = APIRouter(tags=["events"], route_class=route_class, responses=COMMON_ERRORS)
 
     @api.get(
         "/events",

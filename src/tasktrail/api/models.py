@@ -380,3 +380,11 @@ class ErrorOut(BaseModel):
         description="On a 409: the task's status now.",
         examples=["running"],
     )
+
+
+#: Answers every API route may give, documented once for all of them.
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "An API token is configured and was not sent."},
+    413: {"model": ErrorOut, "description": "The request body is over the size limit."},
+    422: {"model": ErrorOut, "description": "A parameter or the body is invalid."},
+}

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from tasktrail.api.errors import ApiRoute
-from tasktrail.api.models import LinkedTask, StatusCheckOut
+from tasktrail.api.models import COMMON_ERRORS, LinkedTask, StatusCheckOut
 from tasktrail.trail import Trail
 
 ResourceType = Annotated[str, Path(max_length=100, description="The resource's type.")]
@@ -16,7 +16,9 @@ ResourceId = Annotated[str, Path(max_length=200, description="The resource's id.
 
 def router(trail: Trail, *, route_class: type[ApiRoute] = ApiRoute) -> APIRouter:
     """The ``/resources`` routes, working on ``trail``."""
-    api = APIRouter(prefix="/resources", tags=["resources"], route_class=route_class)
+    api = APIRouter(
+        prefix="/resources", tags=["resources"], route_class=route_class, responses=COMMON_ERRORS
+    )
 
     @api.get("/{resource_type}/{resource_id}/tasks", response_model=list[LinkedTask])
     async def resource_tasks(

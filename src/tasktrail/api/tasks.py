@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Query, Response
 
 from tasktrail.api.errors import ApiRoute
 from tasktrail.api.models import (
+    COMMON_ERRORS,
     CancelTask,
     CreatedTask,
     CreateTask,
@@ -35,7 +36,9 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
 
 def router(trail: Trail, *, route_class: type[ApiRoute] = ApiRoute) -> APIRouter:
     """The ``/tasks`` routes, working on ``trail``."""
-    api = APIRouter(prefix="/tasks", tags=["tasks"], route_class=route_class)
+    api = APIRouter(
+        prefix="/tasks", tags=["tasks"], route_class=route_class, responses=COMMON_ERRORS
+    )
 
     @api.post(
         "",
