@@ -40,11 +40,14 @@ def check_exposure(host: str, token: str | None, *, insecure: bool) -> None:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening-ready socket on ``host:port`` (port 0: one the OS picks)."""
+    """A listening socket on ``host:port`` (port 0: one the OS picks)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    # Listening before uvicorn starts: a client told the URL early waits in the backlog
+    # instead of being refused.
+    sock.listen(2048)
     return sock
 
 
