@@ -161,11 +161,8 @@ class Store:
             if new.dedupe_key is None:
                 c.execute(sa.insert(tasks).values(row))
             else:
-                statement = q.insert_ignoring_conflicts(
-                    tasks, self.dialect, row, ["dedupe_key"]
-                ).returning(tasks.c.id)
-                # RETURNING, not rowcount: psycopg reports -1 for this statement.
-                if c.execute(statement).first() is None:
+                statement = q.insert_ignoring_conflicts(tasks, self.dialect, row, ["dedupe_key"])
+                if c.execute(statement.returning(tasks.c.id)).first() is None:
                     existing = c.execute(
                         sa.select(tasks).where(tasks.c.dedupe_key == new.dedupe_key)
                     ).one()
