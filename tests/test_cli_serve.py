@@ -14,10 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.support.polling import eventually
 
-from support.polling import eventually
-
-TESTS = Path(__file__).parent
+ROOT = Path(__file__).parent.parent
 URL = re.compile(r"serving (http://\S+)")
 
 
@@ -31,7 +30,7 @@ def running(
         key: value for key, value in os.environ.items() if not key.startswith("TASKTRAIL_")
     }
     environment |= {
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         "PYTHONUNBUFFERED": "1",
         "COLUMNS": "200",
         **(env or {}),
@@ -85,7 +84,7 @@ def test_serve_runs_submitted_tasks_with_its_embedded_worker(
 ) -> None:
     env = {"TASKTRAIL_DATABASE_URL": database_url}
     with running(
-        "serve", "--app", "support.worker_app:trail", "--port", "0", "--concurrency", "2",
+        "serve", "--app", "tests.support.worker_app:trail", "--port", "0", "--concurrency", "2",
         cwd=tmp_path, env=env,
     ) as (url, _):  # fmt: skip
         task = httpx.post(f"{url}/api/v1/tasks", json={"name": "test.echo", "params": {"a": 1}})
@@ -103,7 +102,7 @@ def test_serve_runs_submitted_tasks_with_its_embedded_worker(
 def test_serve_without_worker_leaves_tasks_queued(database_url: str, tmp_path: Path) -> None:
     env = {"TASKTRAIL_DATABASE_URL": database_url}
     with running(
-        "serve", "--app", "support.worker_app:trail", "--port", "0", "--no-worker",
+        "serve", "--app", "tests.support.worker_app:trail", "--port", "0", "--no-worker",
         cwd=tmp_path, env=env,
     ) as (url, _):  # fmt: skip
         task = httpx.post(f"{url}/api/v1/tasks", json={"name": "test.echo"}).json()

@@ -4,7 +4,6 @@ when PostgreSQL transactions commit out of id order."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import threading
@@ -16,8 +15,6 @@ import pytest
 from tasktrail import Trail
 from tasktrail.feed import Feed
 from tasktrail.records import EventRecord
-
-TESTS = Path(__file__).parent
 
 
 @pytest.fixture
@@ -136,7 +133,6 @@ def test_hears_events_committed_by_another_process(
             subprocess.run,
             [sys.executable, "-c", code, database_url, task.id],
             check=True,
-            env={**os.environ, "PYTHONPATH": str(TESTS)},
             timeout=60,
         )
         await collector.wait_for(lambda e: len(e) == 2, 10)

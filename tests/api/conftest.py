@@ -1,3 +1,3 @@
-from support.fixtures import app_trail, base_url, client, thread_worker
+from tests.support.fixtures import app_trail, base_url, client, thread_worker
 
 __all__ = ["app_trail", "base_url", "client", "thread_worker"]

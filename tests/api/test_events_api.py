@@ -8,11 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support.fixtures import BackgroundWorker
+from tests.support.streams import count_of, has, read_sse, read_ws
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from support.fixtures import BackgroundWorker
-from support.streams import count_of, has, read_sse, read_ws
 from tasktrail import Trail
 
 

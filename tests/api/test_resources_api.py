@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from tests.support.fixtures import BackgroundWorker
+from tests.support.polling import eventually
 
-from support.fixtures import BackgroundWorker
-from support.polling import eventually
 from tasktrail import Trail
 
 

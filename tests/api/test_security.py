@@ -6,12 +6,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from tests.support.fixtures import KEEPALIVE
+from tests.support.server import serve
+from tests.support.streams import has, read_sse, read_ws
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from support.fixtures import KEEPALIVE
-from support.server import serve
-from support.streams import has, read_sse, read_ws
 from tasktrail import Trail
 from tasktrail.api import create_app
 from tasktrail.feed import Feed

@@ -7,9 +7,9 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support.fixtures import BackgroundWorker
+from tests.support.polling import eventually
 
-from support.fixtures import BackgroundWorker
-from support.polling import eventually
 from tasktrail import Trail
 
 TASK_FIELDS = {

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from processes import HEARTBEAT, HERE, WorkerProcess
+from tests.support.fixtures import app_trail, base_url, client, thread_worker
 
-from support.fixtures import app_trail, base_url, client, thread_worker
 from tasktrail import Trail
 
 __all__ = ["app", "app_trail", "base_url", "client", "start_worker", "thread_worker"]

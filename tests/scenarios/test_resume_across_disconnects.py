@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+from tests.support.polling import eventually
+from tests.support.processes import worker_process
+from tests.support.streams import count_of, has, read_sse, read_ws
 
-from support.polling import eventually
-from support.processes import worker_process
-from support.streams import count_of, has, read_sse, read_ws
 from tasktrail import Trail
 
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from tests.support.server import serve
+from tests.support.tasks import register
 
-from support.server import serve
-from support.tasks import register
 from tasktrail import Trail
 from tasktrail.api import create_app
 from tasktrail.feed import Feed

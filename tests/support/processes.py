@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-TESTS = Path(__file__).parent.parent
+#: The project root: ``tests.support`` is importable from there.
+ROOT = Path(__file__).parent.parent.parent
 
 
 @contextmanager
@@ -19,9 +20,16 @@ def worker_process(database_url: str, log: Path) -> Iterator[subprocess.Popen[by
     env = {
         **os.environ,
         "TASKTRAIL_DATABASE_URL": database_url,
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
-    command = [sys.executable, "-m", "tasktrail.cli", "worker", "--app", "support.worker_app:trail"]
+    command = [
+        sys.executable,
+        "-m",
+        "tasktrail.cli",
+        "worker",
+        "--app",
+        "tests.support.worker_app:trail",
+    ]
     with log.open("wb") as out:
         process = subprocess.Popen(
             [*command, "--concurrency", "1"], env=env, stdout=out, stderr=subprocess.STDOUT

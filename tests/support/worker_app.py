@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 
-from support.tasks import register
+from tests.support.tasks import register
+
 from tasktrail import Trail
 
 trail = Trail(os.environ["TASKTRAIL_DATABASE_URL"])

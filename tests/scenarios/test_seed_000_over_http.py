@@ -15,11 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support.fixtures import KEEPALIVE, BackgroundWorker
+from tests.support.polling import eventually
+from tests.support.server import serve
+from tests.support.streams import has, read_sse
 
-from support.fixtures import KEEPALIVE, BackgroundWorker
-from support.polling import eventually
-from support.server import serve
-from support.streams import has, read_sse
 from tasktrail import Trail
 from tasktrail.api import create_app
 from tasktrail.demo import RoadmapApp

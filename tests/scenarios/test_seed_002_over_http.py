@@ -12,10 +12,10 @@ import threading
 from typing import Any
 
 import httpx
+from tests.support.fixtures import BackgroundWorker
+from tests.support.polling import eventually
+from tests.support.streams import has, read_sse
 
-from support.fixtures import BackgroundWorker
-from support.polling import eventually
-from support.streams import has, read_sse
 from tasktrail import Trail
 
 
