@@ -65,10 +65,10 @@ class Trail:
             auto_migrate = engine.dialect.name == "sqlite"
         ensure_schema(engine, auto_migrate=auto_migrate)
         self.store = Store(engine)
+        self.probes: dict[str, StaleProbe] = {}
         self.registry = Registry()
         self.executor: Executor = executor or EmbeddedExecutor()
         self.worker_name = worker_name or default_worker_name()
-        self.probes: dict[str, StaleProbe] = {}
 
     def close(self) -> None:
         """Release the database connections."""
