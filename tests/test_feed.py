@@ -228,3 +228,32 @@ def test_a_rolled_back_id_is_passed_after_the_settle_window(pg_trail: Trail) -> 
         await collector.close()
 
     asyncio.run(scenario())
+
+
+def test_subscribers_behind_the_shared_window_read_the_table(echo_trail: Trail) -> None:
+    """The hub keeps only the latest ``window`` events in memory; a burst larger than that
+    (and a subscriber whose cursor is older) must still get every event, in order."""
+
+    async def scenario() -> None:
+        feed = Feed(echo_trail.store, window=3, batch_size=4)
+        live = Collector(feed.subscribe())
+        by_task_ids: list[str] = []
+        while not feed._hubs or not next(iter(feed._hubs.values())).ready.is_set():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        by_task_ids = await asyncio.to_thread(
+            lambda: [echo_trail.submit("feed.echo").id for _ in range(10)]
+        )
+        await live.wait_for(lambda e: len(e) == 10, 10)
+        assert [e.task_id for e in live.events] == by_task_ids
+
+        late = Collector(feed.subscribe(after=live.events[2].id))
+        await late.wait_for(lambda e: len(e) == 7, 10)
+        assert late.events == live.events[3:]
+        one_task = Collector(feed.subscribe(task_id=by_task_ids[-1]))
+        await one_task.wait_for(lambda e: len(e) == 1, 10)
+        assert one_task.events == live.events[-1:]
+        for collector in (live, late, one_task):
+            await collector.close()
+
+    asyncio.run(scenario())

@@ -12,6 +12,7 @@ stale probe reports contents stuck in ``pending``/``generating``.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import zlib
@@ -233,10 +234,11 @@ _default: RoadmapApp | None = None
 
 def default_app() -> RoadmapApp:
     """The demo app on the default database (``TASKTRAIL_DATABASE_URL``, else SQLite),
-    created on first use."""
+    created on first use; ``TASKTRAIL_DEMO_ITEM_SECONDS`` sets how long each content takes."""
     global _default
     if _default is None:
-        _default = RoadmapApp(Trail())
+        seconds = float(os.environ.get("TASKTRAIL_DEMO_ITEM_SECONDS") or 0.3)
+        _default = RoadmapApp(Trail(), item_seconds=seconds, retry_seconds=seconds * 3)
     return _default
 
 

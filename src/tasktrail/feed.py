@@ -12,6 +12,12 @@ The hub moves the safe id forward when something may have changed: this process 
 events (``Store.on_events``), PostgreSQL sent ``NOTIFY tasktrail_events`` (another process
 did), or a poll timer fired (the only way to hear other processes on SQLite).
 
+Reading once for everyone: each time the safe id moves, the hub reads the new events once
+and keeps the latest ones in memory. Subscribers by task (or to everything) whose cursor is
+inside that window take their events from it, so a thousand subscribers cost one query per
+burst, not a thousand. Subscribers by resource, and any that fell behind the window, read
+the table by their own cursor.
+
 Out-of-order commits: on PostgreSQL an event's id comes from a sequence when the row is
 inserted, but transactions commit in any order, so id 11 can be visible while id 10 is
 still in flight. The hub only advances through a gap in the ids once the gap has stayed
@@ -24,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from bisect import bisect_right
+from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
@@ -36,6 +44,8 @@ from tasktrail.store.listen import NotificationListener
 _STARTUP_LOOKBACK = 200
 #: How often the hub rechecks while a gap is waiting to settle.
 _GAP_RECHECK_SECONDS = 0.05
+#: How many of the latest events a hub keeps in memory for its subscribers, by default.
+DEFAULT_WINDOW = 5000
 
 
 @dataclass
@@ -46,6 +56,7 @@ class _Hub:
     loop: asyncio.AbstractEventLoop
     poll_interval: float
     settle_seconds: float
+    window_size: int = DEFAULT_WINDOW
     safe_id: int = 0
     subscribers: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -55,6 +66,10 @@ class _Hub:
     _task: asyncio.Task[None] | None = None
     _listener: NotificationListener | None = None
     _unregister: list[Callable[[], None]] = field(default_factory=list)
+    #: The latest events, in id order: every committed event with an id in
+    #: (``window_start``, ``safe_id``] is here.
+    _window: deque[EventRecord] = field(default_factory=deque)
+    window_start: int = 0
 
     def start(self) -> None:
         self._unregister.append(self.store.on_events(self.poke))
@@ -97,6 +112,7 @@ class _Hub:
             await self._refresh()
         else:
             self.safe_id = last
+        self.window_start = self.safe_id
         self.ready.set()
         while True:
             timeout = _GAP_RECHECK_SECONDS if self._gaps else self.poll_interval
@@ -112,9 +128,40 @@ class _Hub:
         else:
             new = await asyncio.to_thread(self.store.last_event_id)
         if new > self.safe_id:
+            await self._fill_window(new)
             self.safe_id = new
             advanced, self._advanced = self._advanced, asyncio.Event()
             advanced.set()
+
+    async def _fill_window(self, until: int) -> None:
+        if not self.ready.is_set():
+            return
+        fresh = await asyncio.to_thread(
+            self.store.events, after=self.safe_id, until=until, limit=self.window_size + 1
+        )
+        if len(fresh) > self.window_size:  # a flood: let subscribers read the table themselves
+            self._window.clear()
+            self.window_start = until
+            return
+        self._window.extend(fresh)
+        while len(self._window) > self.window_size:
+            self.window_start = self._window.popleft().id
+
+    def windowed(self, after: int, until: int, task_id: str | None) -> list[EventRecord] | None:
+        """The events with ids in (``after``, ``until``] of ``task_id`` (or of all tasks),
+        from memory; None when ``after`` is older than the window."""
+        if after < self.window_start:
+            return None
+        window = self._window
+        start = bisect_right(window, after, key=lambda e: e.id)
+        found = []
+        for index in range(start, len(window)):
+            event = window[index]
+            if event.id > until:
+                break
+            if task_id is None or event.task_id == task_id:
+                found.append(event)
+        return found
 
     def _settle(self, ids: list[int], now: float) -> int:
         safe = self.safe_id
@@ -135,7 +182,8 @@ class Feed:
     ``poll_interval`` (seconds) is how often the hub looks for events written by other
     processes without telling it: by default 0.2 on SQLite, 2 on PostgreSQL (where
     ``NOTIFY`` normally wakes it first). ``keepalive`` is how long a subscriber may go
-    without a message before it is handed a ``None`` tick.
+    without a message before it is handed a ``None`` tick. ``window`` is how many of the
+    latest events are kept in memory for all subscribers to share.
     """
 
     def __init__(
@@ -146,6 +194,7 @@ class Feed:
         settle_seconds: float = 2.0,
         keepalive: float = 15.0,
         batch_size: int = 500,
+        window: int = DEFAULT_WINDOW,
     ) -> None:
         self.store = store
         if poll_interval is None:
@@ -154,6 +203,7 @@ class Feed:
         self.settle_seconds = settle_seconds
         self.keepalive = keepalive
         self.batch_size = batch_size
+        self.window = window
         self._hubs: dict[asyncio.AbstractEventLoop, _Hub] = {}
 
     async def subscribe(
@@ -180,7 +230,12 @@ class Feed:
             cursor = after
             while True:
                 until = hub.safe_id
-                if cursor < until:
+                cached = None if resource is not None else hub.windowed(cursor, until, task_id)
+                if cached is not None:
+                    for event in cached:
+                        yield event
+                    cursor = until
+                elif cursor < until:
                     batch = await asyncio.to_thread(
                         self.store.events,
                         task_id=task_id,
@@ -204,7 +259,7 @@ class Feed:
         loop = asyncio.get_running_loop()
         hub = self._hubs.get(loop)
         if hub is None:
-            hub = _Hub(self.store, loop, self.poll_interval, self.settle_seconds)
+            hub = _Hub(self.store, loop, self.poll_interval, self.settle_seconds, self.window)
             self._hubs[loop] = hub
             hub.start()
         hub.subscribers += 1
