@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from bisect import bisect_right
 from collections import deque
@@ -40,8 +41,11 @@ from tasktrail.records import EventRecord
 from tasktrail.store import Store
 from tasktrail.store.listen import NotificationListener
 
+logger = logging.getLogger("tasktrail.feed")
 #: How far back the hub looks for gaps when it starts.
 _STARTUP_LOOKBACK = 200
+#: How long the hub waits after a failed read before it tries again.
+_RETRY_SECONDS = 1.0
 #: How often the hub rechecks while a gap is waiting to settle.
 _GAP_RECHECK_SECONDS = 0.05
 #: How many of the latest events a hub keeps in memory for its subscribers, by default.
@@ -106,6 +110,25 @@ class _Hub:
         return True
 
     async def _run(self) -> None:
+        while not self.ready.is_set():
+            try:
+                await self._start_point()
+            except Exception:
+                logger.warning("event feed: cannot read the events table; retrying", exc_info=True)
+                await asyncio.sleep(_RETRY_SECONDS)
+        while True:
+            timeout = _GAP_RECHECK_SECONDS if self._gaps else self.poll_interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            try:
+                await self._refresh()
+            except Exception:
+                # The database is away for a moment; subscribers wait, nothing is skipped.
+                logger.warning("event feed: refresh failed; retrying", exc_info=True)
+                await asyncio.sleep(_RETRY_SECONDS)
+
+    async def _start_point(self) -> None:
         last = await asyncio.to_thread(self.store.last_event_id)
         if self.store.dialect == "postgresql":
             self.safe_id = max(0, last - _STARTUP_LOOKBACK)
@@ -114,12 +137,6 @@ class _Hub:
             self.safe_id = last
         self.window_start = self.safe_id
         self.ready.set()
-        while True:
-            timeout = _GAP_RECHECK_SECONDS if self._gaps else self.poll_interval
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            self._wake.clear()
-            await self._refresh()
 
     async def _refresh(self) -> None:
         if self.store.dialect == "postgresql":
