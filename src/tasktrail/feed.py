@@ -272,6 +272,16 @@ class Feed:
         finally:
             self._leave(hub)
 
+    async def start_point(self) -> int:
+        """The cursor an unfiltered subscription started now would begin after: pass it as
+        ``after`` (and to the client) so that a reconnect resumes exactly from here."""
+        hub = await self._join()
+        try:
+            await hub.ready.wait()
+            return hub.safe_id
+        finally:
+            self._leave(hub)
+
     async def _join(self) -> _Hub:
         loop = asyncio.get_running_loop()
         hub = self._hubs.get(loop)

@@ -95,6 +95,24 @@ def test_unfiltered_stream_starts_from_now(client: httpx.Client, base_url: str) 
     assert all(e["task_id"] != old["id"] for e in received[0])
 
 
+def test_unfiltered_stream_tells_its_starting_point_for_an_exact_resume(
+    client: httpx.Client, base_url: str
+) -> None:
+    with (
+        httpx.Client(base_url=base_url, timeout=20) as http,
+        http.stream("GET", "/api/v1/events") as response,
+    ):
+        lines = response.iter_lines()
+        start = next(line for line in lines if line.startswith("id: "))[4:]
+        assert next(lines) == ""  # an id alone: no data, no event
+    # Disconnected before any event; one is written meanwhile.
+    missed = create(client)
+
+    resumed = read_sse(base_url, headers={"Last-Event-ID": start}, stop=has("transition"))
+    assert resumed[0]["task_id"] == missed["id"]
+    assert resumed[0]["id"] == int(start) + 1
+
+
 @pytest.mark.parametrize(
     ("params", "headers"),
     [

@@ -55,8 +55,16 @@ async def sse_stream(
     resource: tuple[str, str] | None,
     after: int | None,
 ) -> AsyncIterator[str]:
-    """The text of an SSE stream: replay, then live events, with ``: ping`` comments."""
+    """The text of an SSE stream: replay, then live events, with ``: ping`` comments.
+
+    An unfiltered stream without a cursor starts from now, and says where with an ``id:``
+    line of its own (no data: browsers record it as the last event id without firing an
+    event), so that even a reconnect before the first event resumes exactly.
+    """
     yield f"retry: {SSE_RETRY_MS}\n\n"
+    if after is None and task_id is None and resource is None:
+        after = await feed.start_point()
+        yield f"id: {after}\n\n"
     async with contextlib.aclosing(
         feed.subscribe(task_id=task_id, resource=resource, after=after)
     ) as events:
