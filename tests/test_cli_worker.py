@@ -131,3 +131,10 @@ def test_tasks_cancel_of_a_running_task_says_cancel_requested(trail: Trail, cli:
 
     assert f"{task.id}: cancel requested" in result.output
     assert trail.get(task.id).status is Status.CANCELLED
+
+
+def test_worker_refuses_to_start_without_task_functions(cli: CliRunner) -> None:
+    result = cli.invoke(app, ["worker"])
+
+    assert result.exit_code == 2
+    assert "no task functions are registered" in result.output

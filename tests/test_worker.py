@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from tasktrail import DoNotRetry, EventRecord, Status, TaskContext, TaskRecord, Trail, Worker
 from tasktrail.errors import InvalidInput
@@ -282,19 +283,26 @@ def test_stop_waits_for_running_tasks_then_requeues_the_rest(
     worker = start(concurrency=2)
     gate = new_gate()
     stuck = tasks.submit("w.gated", {"gate": gate})
+    sleeping = tasks.submit("w.sleeps_async")
     wait_for(lambda: tasks.get(stuck.id).progress > 0, what="progress")
+    wait_for(lambda: tasks.get(sleeping.id).progress > 0, what="async progress")
     waiting = tasks.submit("w.gated", {"gate": gate}, run=False)
 
     worker.stop(timeout=0.2)
 
-    assert tasks.get(stuck.id).status is Status.QUEUED
-    requeue = transitions(tasks, stuck.id)[-1]
-    assert requeue.data["transition"] == "requeue"
-    assert requeue.message is not None
-    assert "shut down" in requeue.message
+    for task_id in (stuck.id, sleeping.id):
+        assert tasks.get(task_id).status is Status.QUEUED
+        requeue = transitions(tasks, task_id)[-1]
+        assert requeue.data["transition"] == "requeue"
+        assert requeue.message is not None
+        assert "shut down" in requeue.message
+    # The coroutine was cancelled; the thread runs until its function returns.
+    assert [t.id for t in worker.running()] == [stuck.id]
+    tasks.cancel(sleeping.id)
     GATES[gate].set()
     wait_for(lambda: [e for e in tasks.events(stuck.id) if e.type == "discarded"])
     assert tasks.get(stuck.id).status is Status.QUEUED
+    wait_for(lambda: not worker.running(), what="the thread to return")
 
     tasks.run(waiting.id)
     restarted = start(concurrency=2)
@@ -332,3 +340,85 @@ def test_worker_settings_are_checked(tasks: Trail, monkeypatch: pytest.MonkeyPat
         Worker(tasks, concurrency=0, heartbeat_interval=1)
     with pytest.raises(InvalidInput, match="queues"):
         Worker(tasks, queues="default", heartbeat_interval=1)
+
+
+def test_an_idle_worker_barely_touches_the_database(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    worker = start(heartbeat_interval=1.0, heartbeat_timeout=10.0)
+    time.sleep(0.5)  # past start-up
+    event.listen(tasks.engine, "before_cursor_execute", count)
+    try:
+        time.sleep(2.0)
+    finally:
+        event.remove(tasks.engine, "before_cursor_execute", count)
+
+    # Polls (SQLite: every 0.5 s; PostgreSQL listens instead) and two reaper passes: a
+    # few dozen statements at most, where a busy loop would run thousands.
+    looks = 2.0 / worker.poll_interval + 2
+    assert len(statements) <= 8 * looks, statements
+
+
+def test_tasks_this_process_cannot_run_are_left_for_another(
+    database_url: str, tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    other = Trail(database_url)
+
+    @other.task("w.elsewhere")
+    def elsewhere(ctx: TaskContext) -> None:
+        return None
+
+    try:
+        start()
+        foreign = other.submit("w.elsewhere")
+        known = tasks.submit("w.add", {"a": 1, "b": 1})
+        wait_for(lambda: ended(tasks, known.id), what="the known task")
+
+        assert tasks.get(foreign.id).status is Status.QUEUED
+        assert other.run_pending() == 1
+        assert tasks.get(foreign.id).status is Status.COMPLETED
+    finally:
+        other.close()
+
+
+def test_one_heartbeat_statement_keeps_all_running_tasks_alive(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    beats: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("UPDATE tasktrail_tasks SET heartbeat_at"):
+            beats.append(statement)
+
+    # A timeout shorter than the tasks take: only heartbeats keep the reaper away.
+    start(concurrency=3, heartbeat_interval=0.1, heartbeat_timeout=0.5)
+    gate = new_gate()
+    ids = [tasks.submit("w.gated", {"gate": gate}).id for _ in range(3)]
+    wait_for(lambda: all(tasks.get(i).progress > 0 for i in ids), what="three running tasks")
+    event.listen(tasks.engine, "before_cursor_execute", count)
+    try:
+        time.sleep(1.5)
+    finally:
+        event.remove(tasks.engine, "before_cursor_execute", count)
+    GATES[gate].set()
+    done = [wait_for(lambda i=i: ended(tasks, i), what=i) for i in ids]
+
+    # One statement per beat for all three tasks: about 15 beats, not 45 statements.
+    assert 3 <= len(beats) <= 20
+    assert [(t.status, t.attempts) for t in done] == [(Status.COMPLETED, 1)] * 3
+    for task_id in ids:
+        assert not [e for e in tasks.events(task_id) if (e.data or {}).get("transition") == "lose"]
+
+
+def test_a_worker_takes_only_from_its_queues(tasks: Trail, start: Callable[..., Worker]) -> None:
+    start(queues=["reports"])
+    elsewhere = tasks.submit("w.add", {"a": 1, "b": 1})
+    mine = tasks.submit("w.add", {"a": 2, "b": 2}, queue="reports")
+
+    assert wait_for(lambda: ended(tasks, mine.id)).result == 4
+    assert tasks.get(elsewhere.id).status is Status.QUEUED

@@ -222,6 +222,10 @@ def worker(
 
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     with opened_trail(app_spec, database_url) as trail:
+        if not trail.registry.names():
+            raise typer.BadParameter(
+                "no task functions are registered: pass --app MODULE:ATTR (or TASKTRAIL_APP)"
+            )
         runner = Worker(
             trail,
             concurrency=concurrency,

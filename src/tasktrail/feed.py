@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from tasktrail.errors import InvalidInput
 from tasktrail.records import EventRecord
 from tasktrail.store import Store
-from tasktrail.store.listen import NotificationListener
+from tasktrail.store.listen import NotificationListener, listen_for_events
 
 logger = logging.getLogger("tasktrail.feed")
 #: How far back the hub looks for gaps when it starts.
@@ -58,7 +58,7 @@ class _Hub:
 
     store: Store
     loop: asyncio.AbstractEventLoop
-    poll_interval: float
+    poll_interval: float | None
     settle_seconds: float
     window_size: int = DEFAULT_WINDOW
     safe_id: int = 0
@@ -77,9 +77,10 @@ class _Hub:
 
     def start(self) -> None:
         self._unregister.append(self.store.on_events(self.poke))
-        if self.store.dialect == "postgresql":
-            self._listener = NotificationListener(self.store.engine.url, self.poke)
-            self._listener.start()
+        self._listener = listen_for_events(self.store.engine, self.poke)
+        if self.poll_interval is None:
+            # With NOTIFY, polling is a safety net; without it, it is how others are heard.
+            self.poll_interval = 0.2 if self._listener is None else 2.0
         self._task = self.loop.create_task(self._run())
 
     def stop(self) -> None:
@@ -117,7 +118,7 @@ class _Hub:
                 logger.warning("event feed: cannot read the events table; retrying", exc_info=True)
                 await asyncio.sleep(_RETRY_SECONDS)
         while True:
-            timeout = _GAP_RECHECK_SECONDS if self._gaps else self.poll_interval
+            timeout = _GAP_RECHECK_SECONDS if self._gaps else self.poll_interval or 0.2
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
@@ -197,8 +198,8 @@ class Feed:
     """Replay plus live tail of one store's events, for any number of subscribers.
 
     ``poll_interval`` (seconds) is how often the hub looks for events written by other
-    processes without telling it: by default 0.2 on SQLite, 2 on PostgreSQL (where
-    ``NOTIFY`` normally wakes it first). ``keepalive`` is how long a subscriber may go
+    processes without telling it: by default 2 where PostgreSQL ``NOTIFY`` wakes it first,
+    else 0.2. ``keepalive`` is how long a subscriber may go
     without a message before it is handed a ``None`` tick. ``window`` is how many of the
     latest events are kept in memory for all subscribers to share.
     """
@@ -214,8 +215,6 @@ class Feed:
         window: int = DEFAULT_WINDOW,
     ) -> None:
         self.store = store
-        if poll_interval is None:
-            poll_interval = 2.0 if store.dialect == "postgresql" else 0.2
         self.poll_interval = poll_interval
         self.settle_seconds = settle_seconds
         self.keepalive = keepalive

@@ -31,7 +31,7 @@ from tasktrail.errors import InvalidInput, InvalidTransition, RunSuperseded
 from tasktrail.executor import EmbeddedExecutor
 from tasktrail.records import TaskRecord
 from tasktrail.runner import Runner
-from tasktrail.states import CANCEL, REQUEUE
+from tasktrail.states import CANCEL, REQUEUE, Status
 from tasktrail.store.listen import QueueListener, listen_for_queued
 from tasktrail.trail import Trail
 
@@ -82,14 +82,17 @@ class _Run:
 class Worker:
     """Runs queued tasks of ``trail`` in background threads of this process.
 
-    ``concurrency`` tasks run at once at most. ``queues`` limits the worker to those queues
-    (default: all). ``heartbeat_interval`` and ``heartbeat_timeout`` default to
-    ``TASKTRAIL_HEARTBEAT_INTERVAL`` / ``TASKTRAIL_HEARTBEAT_TIMEOUT`` (else 5 s / 30 s):
+    At most ``concurrency`` tasks (sync and async together) run at once. Only tasks whose
+    names ``trail`` has registered are taken, and with ``queues`` only from those queues.
+
+    ``heartbeat_interval`` and ``heartbeat_timeout`` default to the environment's
+    ``TASKTRAIL_HEARTBEAT_INTERVAL`` and ``TASKTRAIL_HEARTBEAT_TIMEOUT`` (else 5 s and 30 s):
     a running task whose heartbeat is older than the timeout is taken back by the reaper
     that every worker runs. A cancel that a run does not acknowledge within
-    ``cancel_grace`` seconds is forced. ``stop`` waits ``shutdown_timeout`` seconds for
-    running tasks before it queues them again. ``poll_interval`` is how often the database
-    is checked without a wake-up (default 5 s with PostgreSQL ``LISTEN``, else 0.5 s).
+    ``cancel_grace`` seconds is forced at the next heartbeat. ``stop`` waits
+    ``shutdown_timeout`` seconds for running tasks before it queues them again.
+    ``poll_interval`` is how often the database is checked without a wake-up (default 5 s
+    with PostgreSQL ``LISTEN``, else 0.5 s).
     """
 
     def __init__(
@@ -147,6 +150,8 @@ class Worker:
         self._stopping = threading.Event()
         self._beats_stopped = threading.Event()
         self._state = "new"
+        # Set when scheduled tasks may have changed; only the dispatch thread clears it.
+        self._recheck_due = threading.Event()
         self._promote_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: QueueListener | None = None
@@ -277,7 +282,8 @@ class Worker:
             # Taken before looking, so that a wake-up during the look is not lost.
             token = self._wake.mark()
             try:
-                if time.monotonic() >= self._promote_at:
+                if self._recheck_due.is_set() or time.monotonic() >= self._promote_at:
+                    self._recheck_due.clear()
                     self._promote_at = time.monotonic() + self._promote_due()
                 if self._has_room() and self._claim_one():
                     continue
@@ -302,50 +308,49 @@ class Worker:
             return len(self._runs) < self.concurrency
 
     def _claim_one(self) -> bool:
-        task = self.store.claim(worker=self.name, queues=self.queues)
+        # Only what this process can run: another app sharing the database runs the rest.
+        names = self.trail.registry.names()
+        task = self.store.claim(worker=self.name, queues=self.queues, names=names)
         if task is None:
             return False
         run = _Run(task)
         with self._lock:
             self._runs[run.key] = run
-        if self._is_async(task):
+        if self.trail.registry.get(task.name).is_async:
             assert self._loop is not None
             run.future = asyncio.run_coroutine_threadsafe(self._run_async(task), self._loop)
         else:
             self._jobs.put(task)
         return True
 
-    def _is_async(self, task: TaskRecord) -> bool:
-        registry = self.trail.registry
-        # An unknown name goes to a thread, where the Runner records the failure.
-        return task.name in registry and registry.get(task.name).is_async
-
     # -- running ------------------------------------------------------------------------
 
     def _work(self) -> None:
         while (task := self._jobs.get()) is not None:
+            recorded = None
             try:
-                self._runner.run(task)
+                recorded = self._runner.run(task)
             except Exception:
                 # Recording the end failed (the database?): the reaper will take it back.
                 logger.exception("worker %s: could not record the end of %s", self.name, task.id)
             finally:
-                self._ended(task)
+                self._ended(task, recorded)
 
     async def _run_async(self, task: TaskRecord) -> None:
+        recorded = None
         try:
-            await self._runner.run_async(task)
+            recorded = await self._runner.run_async(task)
         except Exception:
             logger.exception("worker %s: could not record the end of %s", self.name, task.id)
         finally:
-            self._ended(task)
+            self._ended(task, recorded)
 
-    def _ended(self, task: TaskRecord) -> None:
+    def _ended(self, task: TaskRecord, recorded: TaskRecord | None) -> None:
         with self._changed:
             self._runs.pop((task.id, task.attempts), None)
             self._changed.notify_all()
-        # A run that backed off is scheduled: look again for when it falls due.
-        self._promote_at = 0.0
+        if recorded is not None and recorded.status is Status.SCHEDULED:
+            self._recheck_due.set()  # it backed off: look again for when it falls due
         self._wake.wake()
 
     def _unfinished(self) -> list[_Run]:
@@ -361,7 +366,7 @@ class Worker:
                 logger.exception("worker %s: heartbeat failed", self.name)
             try:
                 if self.store.reap_lost(self.heartbeat_timeout, actor=self.name):
-                    self._promote_at = 0.0
+                    self._recheck_due.set()
                     self._wake.wake()
             except Exception:
                 logger.exception("worker %s: reaping lost runs failed", self.name)

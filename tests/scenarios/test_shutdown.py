@@ -23,7 +23,9 @@ def test_sigterm_requeues_unfinished_tasks_and_a_restart_finishes_them(
     app: Trail, start_worker: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
-    worker = start_worker("--concurrency", "2", "--shutdown-timeout", "0.5")
+    worker = start_worker(
+        "--concurrency", "2", "--shutdown-timeout", "0.5", "--queues", "default,x"
+    )
     ids = [app.submit("scenario.gated", {"gate": str(gate)}).id for _ in range(4)]
     started = wait_for(lambda: len(_started(app, ids)) == 2 and _started(app, ids), timeout=30,
                        what="two tasks to start")  # fmt: skip

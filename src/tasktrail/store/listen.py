@@ -1,9 +1,11 @@
-"""Hearing, across processes, what other processes committed: PostgreSQL ``LISTEN``.
+"""Hearing, across processes, that tasks were queued: PostgreSQL ``LISTEN``.
 
 The store sends ``pg_notify('tasktrail_queued', <queue>)`` in the same transaction that
 queues a task, and ``pg_notify('tasktrail_events', <task id>)`` with every event row, so a
-listener hears them once that transaction commits. SQLite has no such channel; there
-``listen_for_queued`` returns None and workers poll (and so does the event feed).
+listener hears them once that transaction commits (``listen_for_events`` serves the live
+event feed). SQLite has no such
+channel (nor do PostgreSQL drivers other than psycopg 3); there ``listen_for_queued``
+returns None and workers poll.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Collection
+from typing import Any
 
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import Engine
 
 from tasktrail.store.store import EVENTS_CHANNEL, QUEUED_CHANNEL
 
@@ -20,22 +23,23 @@ logger = logging.getLogger("tasktrail.listen")
 #: How long one wait for notifications lasts; bounds how late ``close`` is noticed.
 _WAIT_SECONDS = 1.0
 _RECONNECT_SECONDS = 1.0
-#: The event feed's listener waits shorter, so that it stops promptly.
-_EVENTS_WAIT_SECONDS = 0.5
 
 
 class QueueListener:
     """A dedicated PostgreSQL connection that calls ``on_queued(queue)`` for each task
-    queued (on one of ``queues``, or on any when ``queues`` is None), in its own thread."""
+    queued (on one of ``queues``, or on any when ``queues`` is None), in its own thread.
+
+    ``connect`` opens the psycopg connection; it is closed when the listener stops.
+    """
 
     def __init__(
         self,
-        conninfo: str,
+        connect: Callable[[], Any],
         on_queued: Callable[[str], None],
         *,
         queues: Collection[str] | None = None,
     ) -> None:
-        self._conninfo = conninfo
+        self._connect = connect
         self._on_queued = on_queued
         self._queues = frozenset(queues) if queues else None
         self._closed = threading.Event()
@@ -64,10 +68,9 @@ class QueueListener:
                 self._closed.wait(_RECONNECT_SECONDS)
 
     def _listen(self) -> None:
-        import psycopg
         from psycopg import sql
 
-        with psycopg.connect(self._conninfo, autocommit=True) as conn:
+        with self._connect() as conn:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(QUEUED_CHANNEL)))
             self._listening.set()
             # Whatever was queued while we were not listening: look once.
@@ -78,6 +81,28 @@ class QueueListener:
                         self._on_queued(notify.payload)
 
 
+def can_listen(engine: Engine) -> bool:
+    """Whether ``engine``'s database and driver can ``LISTEN`` (PostgreSQL with psycopg 3)."""
+    return engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
+
+
+def connector(engine: Engine) -> Callable[[], Any]:
+    """Opens an autocommit psycopg connection with ``engine``'s own connect arguments."""
+
+    def connect() -> Any:
+        # A connection taken out of the engine's pool, so it is made exactly as the
+        # engine makes them, and detached, so the pool forgets it.
+        pooled = engine.raw_connection()
+        conn = pooled.driver_connection
+        pooled.detach()
+        assert conn is not None
+        conn.rollback()
+        conn.autocommit = True
+        return conn
+
+    return connect
+
+
 def listen_for_queued(
     engine: Engine,
     on_queued: Callable[[str], None],
@@ -86,17 +111,16 @@ def listen_for_queued(
 ) -> QueueListener | None:
     """A started listener for tasks queued on ``engine``'s database, or None when the
     database cannot notify (SQLite), in which case the caller must poll."""
-    if engine.dialect.name != "postgresql":
+    if not can_listen(engine):
         return None
-    listener = QueueListener(conninfo(engine.url), on_queued, queues=queues)
+    listener = QueueListener(connector(engine), on_queued, queues=queues)
     if not listener.start():
         logger.warning("LISTEN is not in place yet; relying on polling until it is")
     return listener
 
 
-def conninfo(url: URL) -> str:
-    """A libpq connection string for a SQLAlchemy PostgreSQL ``url``."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+#: The event feed's listener waits shorter, so that it stops promptly.
+_EVENTS_WAIT_SECONDS = 0.5
 
 
 class NotificationListener:
@@ -104,13 +128,17 @@ class NotificationListener:
     once after each (re)connect, since notifications sent while disconnected are lost."""
 
     def __init__(
-        self, url: URL, callback: Callable[[], None], *, channel: str = EVENTS_CHANNEL
+        self,
+        connect: Callable[[], Any],
+        callback: Callable[[], None],
+        *,
+        channel: str = EVENTS_CHANNEL,
     ) -> None:
-        self._conninfo = conninfo(url)
+        self._connect = connect
         self._callback = callback
         self._channel = channel
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tasktrail-listen", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="tasktrail-feed", daemon=True)
 
     def start(self) -> None:
         """Start listening in a background thread."""
@@ -124,12 +152,11 @@ class NotificationListener:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        import psycopg
         from psycopg import sql
 
         while not self._stopped.is_set():
             try:
-                with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                with self._connect() as conn:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
                     self._callback()
                     while not self._stopped.is_set():
@@ -137,6 +164,16 @@ class NotificationListener:
                             self._callback()
                             if self._stopped.is_set():
                                 break
-            except psycopg.Error as exc:
+            except Exception as exc:
                 logger.warning("LISTEN connection lost (%s); reconnecting", exc)
                 self._stopped.wait(_RECONNECT_SECONDS)
+
+
+def listen_for_events(engine: Engine, callback: Callable[[], None]) -> NotificationListener | None:
+    """A started listener calling ``callback()`` whenever events commit on ``engine``'s
+    database, or None when it cannot notify (the caller must poll)."""
+    if not can_listen(engine):
+        return None
+    listener = NotificationListener(connector(engine), callback)
+    listener.start()
+    return listener

@@ -79,9 +79,14 @@ def compare_and_set(
 
 
 def claim_next(
-    queues: Collection[str] | None, worker: str, values: Mapping[str, Any], now: datetime
+    queues: Collection[str] | None,
+    worker: str,
+    values: Mapping[str, Any],
+    now: datetime,
+    names: Collection[str] | None = None,
 ) -> sa.Update:
-    """Move the next queued task (highest priority, then oldest) to running.
+    """Move the next queued task (highest priority, then oldest) to running; only one
+    named in ``names``, when given.
 
     ``FOR UPDATE SKIP LOCKED`` makes concurrent claimers on PostgreSQL pass each other by;
     on SQLite the write lock of ``BEGIN IMMEDIATE`` serialises them.
@@ -89,6 +94,8 @@ def claim_next(
     candidate = sa.select(tasks.c.id).where(tasks.c.status == Status.QUEUED.value)
     if queues:
         candidate = candidate.where(tasks.c.queue.in_(list(queues)))
+    if names is not None:
+        candidate = candidate.where(tasks.c.name.in_(list(names)))
     candidate = (
         candidate.order_by(tasks.c.priority.desc(), tasks.c.id)
         .limit(1)

@@ -306,13 +306,19 @@ class Store:
         return updated
 
     def claim(
-        self, *, worker: str, queues: Collection[str] | None = None, actor: str | None = None
+        self,
+        *,
+        worker: str,
+        queues: Collection[str] | None = None,
+        actor: str | None = None,
+        names: Collection[str] | None = None,
     ) -> TaskRecord | None:
-        """Move the next queued task to running for ``worker``; None when none is queued."""
+        """Move the next queued task to running for ``worker``; None when none is queued.
+        With ``names``, only a task of one of those names is taken."""
         now = self.clock()
         values = q.resolve_changes(changes(CLAIM, worker=worker), now)
         with self.writing() as c:
-            row = c.execute(q.claim_next(queues, worker, values, now)).one_or_none()
+            row = c.execute(q.claim_next(queues, worker, values, now, names)).one_or_none()
             if row is None:
                 return None
             claimed = TaskRecord.from_row(row._mapping)
