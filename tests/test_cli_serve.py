@@ -125,6 +125,22 @@ def test_serve_refuses_an_exposed_host_without_a_token(tmp_path: Path) -> None:
     assert "TASKTRAIL_API_TOKEN" in result.stdout + result.stderr
 
 
+def test_serve_on_a_busy_port_says_so(tmp_path: Path) -> None:
+    with running("serve", "--port", "0", "--no-worker", cwd=tmp_path) as (url, _):
+        port = url.rsplit(":", 1)[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "tasktrail.cli", "serve", "--port", port, "--no-worker"],
+            cwd=tmp_path,
+            env={k: v for k, v in os.environ.items() if not k.startswith("TASKTRAIL_")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
 def test_serve_on_an_exposed_host_with_a_token_requires_it(tmp_path: Path) -> None:
     env = {"TASKTRAIL_API_TOKEN": "t0ken"}
     with running("serve", "--host", "0.0.0.0", "--port", "0", cwd=tmp_path, env=env) as (url, _):
