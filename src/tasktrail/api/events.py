@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -23,9 +24,28 @@ from tasktrail.api.models import COMMON_ERRORS, ErrorOut, Event
 from tasktrail.api.security import UNAUTHORIZED, is_authorized
 from tasktrail.errors import InvalidInput
 from tasktrail.feed import Feed
+from tasktrail.records import EventRecord
 
 MAX_ID = 2**62
 SSE_RETRY_MS = 2000
+
+
+class EventJson:
+    """Each event's JSON text, made once and shared by every subscriber that sends it
+    (the latest ``size`` of them are kept): a burst to a thousand streams is serialised
+    once per event, not a thousand times. One per feed, since ids are per database."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._texts: OrderedDict[int, str] = OrderedDict()
+
+    def __call__(self, event: EventRecord) -> str:
+        text = self._texts.get(event.id)
+        if text is None:
+            text = self._texts[event.id] = Event.of(event).model_dump_json()
+            if len(self._texts) > self._size:
+                self._texts.popitem(last=False)
+        return text
 
 
 def resource_filter(resource_type: str | None, resource_id: str | None) -> tuple[str, str] | None:
@@ -50,6 +70,7 @@ def resume_point(last_event_id: str | None, after: int | None) -> int | None:
 
 async def sse_stream(
     feed: Feed,
+    as_json: EventJson,
     *,
     task_id: str | None,
     resource: tuple[str, str] | None,
@@ -72,12 +93,13 @@ async def sse_stream(
             if event is None:
                 yield ": ping\n\n"
             else:
-                yield f"id: {event.id}\ndata: {Event.of(event).model_dump_json()}\n\n"
+                yield f"id: {event.id}\ndata: {as_json(event)}\n\n"
 
 
 def router(feed: Feed, *, token: str | None, route_class: type[ApiRoute] = ApiRoute) -> APIRouter:
     """The ``/events`` and ``/ws`` routes over ``feed``."""
     api = APIRouter(tags=["events"], route_class=route_class, responses=COMMON_ERRORS)
+    as_json = EventJson()
 
     @api.get(
         "/events",
@@ -121,6 +143,7 @@ def router(feed: Feed, *, token: str | None, route_class: type[ApiRoute] = ApiRo
         """Server-Sent Events: every matching event after the cursor, then each new one."""
         stream = sse_stream(
             feed,
+            as_json,
             task_id=task_id,
             resource=resource_filter(resource_type, resource_id),
             after=resume_point(last_event_id, after),
@@ -146,7 +169,9 @@ def router(feed: Feed, *, token: str | None, route_class: type[ApiRoute] = ApiRo
             await _deny(websocket, 422, str(exc))
             return
         await websocket.accept()
-        await _serve(websocket, feed, task_id=query.get("task_id"), resource=resource, after=after)
+        await _serve(
+            websocket, feed, as_json, task_id=query.get("task_id"), resource=resource, after=after
+        )
 
     return api
 
@@ -172,6 +197,7 @@ async def _deny(websocket: WebSocket, status_code: int, detail: str) -> None:
 async def _serve(
     websocket: WebSocket,
     feed: Feed,
+    as_json: EventJson,
     *,
     task_id: str | None,
     resource: tuple[str, str] | None,
@@ -183,7 +209,7 @@ async def _serve(
         ) as events:
             async for event in events:
                 if event is not None:
-                    await websocket.send_text(Event.of(event).model_dump_json())
+                    await websocket.send_text(as_json(event))
 
     async def until_closed() -> None:
         while (await websocket.receive())["type"] != "websocket.disconnect":
