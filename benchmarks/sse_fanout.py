@@ -7,6 +7,12 @@ unless a URL is given), opens that many ``GET /api/v1/events`` streams, then sub
 of tasks from this process (another process than the server, as a worker would be) and
 measures, for every subscriber and event, the time from the event's commit timestamp to its
 arrival. Prints p50 / p95 / max and when the last subscriber had everything.
+
+On the 2-core development machine (client and server on it, shared with other work),
+1,000 subscribers, a burst of 20 events: p50 0.28-0.35 s / p95 0.39-0.50 s on SQLite
+(which polls every 0.2 s for other processes' events), p50 0.15-0.25 s / p95 0.24-0.40 s on
+PostgreSQL (LISTEN). A burst of 200: p50 0.8 s / p95 1.5 s (SQLite), 0.55 s / 1.1 s
+(PostgreSQL).
 """
 
 from __future__ import annotations
