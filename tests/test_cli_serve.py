@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.support.polling import eventually
 
 ROOT = Path(__file__).parent.parent

@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -125,7 +126,7 @@ def test_sync_and_async_tasks_run_to_completion(tasks: Trail, start: Callable[..
     ids = [tasks.submit("w.add", {"a": i, "b": 1}).id for i in range(10)]
     ids += [tasks.submit("w.add_async", {"a": i, "b": 2}).id for i in range(10)]
 
-    results = [wait_for(lambda i=i: ended(tasks, i), what=i) for i in ids]
+    results = [wait_for(partial(ended, tasks, i), what=i) for i in ids]
 
     assert [r.status for r in results] == [Status.COMPLETED] * 20
     assert [r.result for r in results] == [i + 1 for i in range(10)] + [i + 2 for i in range(10)]
@@ -406,7 +407,7 @@ def test_one_heartbeat_statement_keeps_all_running_tasks_alive(
     finally:
         event.remove(tasks.engine, "before_cursor_execute", count)
     GATES[gate].set()
-    done = [wait_for(lambda i=i: ended(tasks, i), what=i) for i in ids]
+    done = [wait_for(partial(ended, tasks, i), what=i) for i in ids]
 
     # One statement per beat for all three tasks: about 15 beats, not 45 statements.
     assert 3 <= len(beats) <= 20

@@ -9,19 +9,34 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from tasktrail.records import TaskRecord
 
+if TYPE_CHECKING:
+    from tasktrail.trail import Trail
 
-class Executor(Protocol):
-    """Told about tasks that became queued, after their transaction committed."""
+
+class Executor:
+    """Told about tasks that became queued or scheduled, after their transaction committed.
+
+    Subclasses implement ``dispatch``; the other hooks are optional.
+    """
+
+    def attach(self, trail: Trail) -> None:
+        """Called once by the ``Trail`` this executor serves, when it is created."""
 
     def dispatch(self, tasks: Sequence[TaskRecord]) -> None:
-        """Make sure a worker will pick ``tasks`` up."""
+        """Make sure a worker will pick ``tasks`` up (queued now, or scheduled for later)."""
+        raise NotImplementedError
+
+    def cancelled(self, task: TaskRecord) -> TaskRecord | None:
+        """Called after ``Trail.cancel`` (the task is cancelled, or asked to stop); returns
+        the task if the executor changed it further (a run it terminated)."""
+        return None
 
 
-class EmbeddedExecutor:
+class EmbeddedExecutor(Executor):
     """Wakes this process's idle workers; they claim from the database themselves."""
 
     def __init__(self) -> None:

@@ -33,6 +33,7 @@ P = TypeVar("P", bound=Callable[[str], Any])
 Using = Connection | Session
 AsyncUsing = AsyncConnection | AsyncSession
 _PENDING_KEY = "tasktrail_pending_dispatch"
+_DISPATCHED = frozenset({Status.QUEUED, Status.SCHEDULED})
 
 
 def default_worker_name() -> str:
@@ -57,18 +58,25 @@ class Trail:
         auto_migrate: bool | None = None,
         worker_name: str | None = None,
     ) -> None:
+        owns_engine = engine is None
         if engine is None:
             url = url or os.environ.get("TASKTRAIL_DATABASE_URL") or DEFAULT_DATABASE_URL
             engine = create_engine(url)
         self.engine = engine
         if auto_migrate is None:
             auto_migrate = engine.dialect.name == "sqlite"
-        ensure_schema(engine, auto_migrate=auto_migrate)
+        try:
+            ensure_schema(engine, auto_migrate=auto_migrate)
+        except BaseException:
+            if owns_engine:
+                engine.dispose()
+            raise
         self.store = Store(engine)
         self.probes: dict[str, StaleProbe] = {}
         self.registry = Registry()
         self.executor: Executor = executor or EmbeddedExecutor()
         self.worker_name = worker_name or default_worker_name()
+        self.executor.attach(self)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -222,7 +230,8 @@ class Trail:
         ``InvalidTransition``."""
         if reason is not None and not isinstance(reason, str):
             raise InvalidInput("reason must be a string")
-        return self.store.cancel(task_id, reason=reason, actor=actor)
+        record = self.store.cancel(task_id, reason=reason, actor=actor)
+        return self.executor.cancelled(record) or record
 
     def link(self, task_id: str, *links: Link) -> TaskRecord:
         """Link an existing task to more resources (existing links are left as they are)."""
@@ -442,9 +451,9 @@ class Trail:
     # -- dispatch -----------------------------------------------------------------------
 
     def _dispatch(self, records: Sequence[TaskRecord]) -> None:
-        queued = [r for r in records if r.status is Status.QUEUED and not r.deduplicated]
-        if queued:
-            self.executor.dispatch(queued)
+        waiting = [r for r in records if r.status in _DISPATCHED and not r.deduplicated]
+        if waiting:
+            self.executor.dispatch(waiting)
 
     def _dispatch_after_commit(self, using: Using, record: TaskRecord) -> None:
         pending: list[TaskRecord] | None = using.info.get(_PENDING_KEY)

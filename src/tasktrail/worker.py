@@ -31,14 +31,13 @@ from tasktrail.errors import InvalidInput, InvalidTransition, RunSuperseded
 from tasktrail.executor import EmbeddedExecutor
 from tasktrail.records import TaskRecord
 from tasktrail.runner import Runner
+from tasktrail.settings import heartbeat_interval_from_env, heartbeat_timeout_from_env, positive
 from tasktrail.states import CANCEL, REQUEUE, Status
 from tasktrail.store.listen import QueueListener, listen_for_queued
 from tasktrail.trail import Trail
 
 logger = logging.getLogger("tasktrail.worker")
 
-DEFAULT_HEARTBEAT_INTERVAL = 5.0
-DEFAULT_HEARTBEAT_TIMEOUT = 30.0
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 DEFAULT_CANCEL_GRACE = 10.0
 #: With NOTIFY, polling is only a safety net; without it, polling is how work is found.
@@ -46,24 +45,6 @@ POLL_WITH_LISTEN = 5.0
 POLL_WITHOUT_LISTEN = 0.5
 _MIN_WAIT = 0.01
 _ERROR_PAUSE = 1.0
-
-
-def seconds_from_env(name: str, default: float) -> float:
-    """The positive number of seconds in environment variable ``name``, else ``default``."""
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a number of seconds, got {raw!r}") from None
-    return _positive(name, value)
-
-
-def _positive(what: str, value: float) -> float:
-    if not value > 0:
-        raise InvalidInput(f"{what} must be more than 0 seconds, got {value!r}")
-    return float(value)
 
 
 @dataclass
@@ -118,14 +99,14 @@ class Worker:
         self.queues = frozenset(queues) if queues else None
         self.name = name or trail.worker_name
         self.heartbeat_interval = (
-            _positive("heartbeat_interval", heartbeat_interval)
+            positive("heartbeat_interval", heartbeat_interval)
             if heartbeat_interval is not None
-            else seconds_from_env("TASKTRAIL_HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL)
+            else heartbeat_interval_from_env()
         )
         self.heartbeat_timeout = (
-            _positive("heartbeat_timeout", heartbeat_timeout)
+            positive("heartbeat_timeout", heartbeat_timeout)
             if heartbeat_timeout is not None
-            else seconds_from_env("TASKTRAIL_HEARTBEAT_TIMEOUT", DEFAULT_HEARTBEAT_TIMEOUT)
+            else heartbeat_timeout_from_env()
         )
         if self.heartbeat_timeout <= self.heartbeat_interval:
             raise InvalidInput(
@@ -133,7 +114,7 @@ class Worker:
                 f"heartbeat interval ({self.heartbeat_interval:g}s)"
             )
         self._poll_interval = (
-            _positive("poll_interval", poll_interval) if poll_interval is not None else None
+            positive("poll_interval", poll_interval) if poll_interval is not None else None
         )
         self.shutdown_timeout = max(0.0, float(shutdown_timeout))
         self.cancel_grace = max(0.0, float(cancel_grace))

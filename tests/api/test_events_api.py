@@ -8,12 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support.fixtures import BackgroundWorker
-from tests.support.streams import count_of, has, read_sse, read_ws
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tasktrail import Trail
+from tests.support.fixtures import BackgroundWorker
+from tests.support.streams import count_of, has, read_sse, read_ws
 
 
 def create(client: httpx.Client, **body: Any) -> dict[str, Any]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import httpx
 from fastapi import FastAPI
-from tests.support.server import serve
 
 import tasktrail.api
 from tasktrail import Trail
+from tests.support.server import serve
 
 
 def test_mount_adds_the_api_and_leaves_the_rest_of_the_app_alone(app_trail: Trail) -> None:

@@ -16,11 +16,11 @@ from schemathesis.checks import (
     response_schema_conformance,
 )
 from schemathesis.openapi import from_url
-from tests.support.server import serve
 
 from tasktrail import Trail
 from tasktrail.api import create_app
 from tasktrail.feed import Feed
+from tests.support.server import serve
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from tests.support.fixtures import BackgroundWorker
-from tests.support.polling import eventually
 
 from tasktrail import Trail
+from tests.support.fixtures import BackgroundWorker
+from tests.support.polling import eventually
 
 
 def create(client: httpx.Client, **body: Any) -> dict[str, Any]:

@@ -6,15 +6,15 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from tests.support.fixtures import KEEPALIVE
-from tests.support.server import serve
-from tests.support.streams import has, read_sse, read_ws
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tasktrail import Trail
 from tasktrail.api import create_app
 from tasktrail.feed import Feed
+from tests.support.fixtures import KEEPALIVE
+from tests.support.server import serve
+from tests.support.streams import has, read_sse, read_ws
 
 TOKEN = "s3cret-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}

@@ -7,10 +7,10 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support.fixtures import BackgroundWorker
-from tests.support.polling import eventually
 
 from tasktrail import Trail
+from tests.support.fixtures import BackgroundWorker
+from tests.support.polling import eventually
 
 TASK_FIELDS = {
     "id", "name", "status", "progress", "current_step", "params", "result", "error",

@@ -9,10 +9,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from processes import HEARTBEAT, HERE, WorkerProcess
-from tests.support.fixtures import app_trail, base_url, client, thread_worker
 
 from tasktrail import Trail
+from tests.scenarios.processes import HEARTBEAT, ROOT, WorkerProcess
+from tests.support.fixtures import app_trail, base_url, client, thread_worker
+
+APP = "tests.scenarios.worker_app:trail"
 
 __all__ = ["app", "app_trail", "base_url", "client", "start_worker", "thread_worker"]
 
@@ -28,11 +30,18 @@ def start_worker(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Wo
             **os.environ,
             **HEARTBEAT,
             "TASKTRAIL_DATABASE_URL": database_url,
-            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
             "TASKTRAIL_LOG_LEVEL": "warning",
         }
         log = tmp_path / f"worker-{len(started)}.log"
-        command = [sys.executable, "-m", "tasktrail.cli", "worker", "--app", "worker_app:trail"]
+        command = [
+            sys.executable,
+            "-m",
+            "tasktrail.cli",
+            "worker",
+            "--app",
+            "tests.scenarios.worker_app:trail",
+        ]
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [*command, *args], env=env, stdout=out, stderr=subprocess.STDOUT
@@ -51,7 +60,7 @@ def start_worker(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Wo
 @pytest.fixture
 def app(database_url: str) -> Iterator[Trail]:
     """The scenario app in the test process, to submit and inspect tasks."""
-    from worker_app import register
+    from tests.scenarios.worker_app import register
 
     trail = Trail(database_url, auto_migrate=True)
     register(trail)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-HERE = Path(__file__).parent
+ROOT = Path(__file__).resolve().parents[2]
 #: Short heartbeats, so that lost workers are noticed within seconds.
 HEARTBEAT = {"TASKTRAIL_HEARTBEAT_INTERVAL": "0.2", "TASKTRAIL_HEARTBEAT_TIMEOUT": "1.5"}
 

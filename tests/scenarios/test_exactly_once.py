@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
-from processes import WorkerProcess, wait_for
-from worker_app import SIDE_EFFECTS, create_side_effects
 
 from tasktrail import Trail
 from tasktrail.schema import tasks
+from tests.scenarios.processes import WorkerProcess, wait_for
+from tests.scenarios.worker_app import SIDE_EFFECTS, create_side_effects
 
 pytestmark = pytest.mark.slow
 TASKS = 2000

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from processes import HEARTBEAT, WorkerProcess, wait_for
 
 from tasktrail import Status, Trail
+from tests.scenarios.processes import HEARTBEAT, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.slow
 

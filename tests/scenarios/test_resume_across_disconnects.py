@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+
+from tasktrail import Trail
 from tests.support.polling import eventually
 from tests.support.processes import worker_process
 from tests.support.streams import count_of, has, read_sse, read_ws
-
-from tasktrail import Trail
 
 
 def test_sse_and_websocket_clients_resume_with_their_last_id(

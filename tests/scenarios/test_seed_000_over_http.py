@@ -15,15 +15,15 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support.fixtures import KEEPALIVE, BackgroundWorker
-from tests.support.polling import eventually
-from tests.support.server import serve
-from tests.support.streams import has, read_sse
 
 from tasktrail import Trail
 from tasktrail.api import create_app
 from tasktrail.demo import RoadmapApp
 from tasktrail.feed import Feed
+from tests.support.fixtures import KEEPALIVE, BackgroundWorker
+from tests.support.polling import eventually
+from tests.support.server import serve
+from tests.support.streams import has, read_sse
 
 CONCEPTS = ["python-basics-1", "python-basics-2", "python-basics-3"]
 FAILS_ON_CREATION = ("python-basics-2", "quiz")

@@ -12,11 +12,11 @@ import threading
 from typing import Any
 
 import httpx
+
+from tasktrail import Trail
 from tests.support.fixtures import BackgroundWorker
 from tests.support.polling import eventually
 from tests.support.streams import has, read_sse
-
-from tasktrail import Trail
 
 
 def test_retry_of_a_cancelled_running_task_is_queued_at_once_and_streamed_first(

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
-from processes import WorkerProcess, wait_for
 
-from tasktrail import Status, Trail
+from tasktrail import Status, TaskRecord, Trail
+from tests.scenarios.processes import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -43,8 +44,12 @@ def test_sigterm_requeues_unfinished_tasks_and_a_restart_finishes_them(
 
     gate.touch()
     restarted = start_worker("--concurrency", "2")
-    done = [wait_for(lambda i=i: (t := app.get(i)).status.is_terminal and t, timeout=30,
-                     what=f"task {i} to end") for i in ids]  # fmt: skip
+
+    def ended(task_id: str) -> TaskRecord | None:
+        task = app.get(task_id)
+        return task if task.status.is_terminal else None
+
+    done = [wait_for(partial(ended, i), timeout=30, what=f"task {i} to end") for i in ids]
     restarted.signal(signal.SIGTERM)
     assert restarted.wait() == 0
 

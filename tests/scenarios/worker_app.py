@@ -1,4 +1,4 @@
-"""The app that worker processes in the scenarios load: ``--app worker_app:trail``.
+"""The app that worker processes in the scenarios load: ``--app tests.scenarios.worker_app:trail``.
 
 Its ``trail`` is built on first access from ``TASKTRAIL_DATABASE_URL``, so tests can import
 this module for ``register`` without opening a database.

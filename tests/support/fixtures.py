@@ -7,12 +7,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from tests.support.server import serve
-from tests.support.tasks import register
 
 from tasktrail import Trail
 from tasktrail.api import create_app
 from tasktrail.feed import Feed
+from tests.support.server import serve
+from tests.support.tasks import register
 
 #: Short keep-alive ticks, so readers can check their deadlines often.
 KEEPALIVE = 0.3

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import os
 
-from tests.support.tasks import register
-
 from tasktrail import Trail
+from tests.support.tasks import register
 
 trail = Trail(os.environ["TASKTRAIL_DATABASE_URL"])
 register(trail)

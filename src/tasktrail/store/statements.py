@@ -343,6 +343,18 @@ def lost_runs(cutoff: datetime, limit: int) -> sa.Select[Any]:
     )
 
 
+def stale_queued(cutoff: datetime, limit: int) -> sa.Select[Any]:
+    """Queued tasks untouched since ``cutoff``: their message may never have arrived.
+    Locked for re-sending; rows another reaper holds are skipped (PostgreSQL)."""
+    return (
+        sa.select(tasks.c.id)
+        .where(tasks.c.status == Status.QUEUED.value, tasks.c.updated_at < cutoff)
+        .order_by(tasks.c.updated_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
 def next_run_after() -> sa.Select[Any]:
     """When the earliest scheduled task becomes due."""
     return sa.select(sa.func.min(tasks.c.run_after)).where(tasks.c.status == Status.SCHEDULED.value)

@@ -336,6 +336,41 @@ class Store:
             )
             return claimed
 
+    def claim_task(
+        self, task_id: str, *, worker: str, external_id: str | None = None
+    ) -> TaskRecord | None:
+        """Claim this one task for ``worker``: queued → running, or scheduled → queued →
+        running when its time has come. None when it is not claimable now (already
+        claimed, finished, cancelled, not yet due); ``TaskNotFound`` when it does not exist.
+
+        ``external_id`` records the id the executor knows the run by (Celery's task id).
+        """
+        with self.writing() as c:
+            current = self._lock(c, task_id)
+            if (
+                current.status is Status.SCHEDULED
+                and current.run_after is not None
+                and current.run_after <= self.clock()
+            ):
+                current = self._apply(
+                    c, current, DUE, changes(DUE), actor=worker, message="due", data=None
+                )
+            if current.status is not Status.QUEUED:
+                return None
+            attempt = current.attempts + 1
+            values = changes(CLAIM, worker=worker)
+            if external_id is not None:
+                values["external_id"] = external_id
+            return self._apply(
+                c,
+                current,
+                CLAIM,
+                values,
+                actor=worker,
+                message=f"attempt {attempt} of {current.max_attempts}",
+                data={"attempt": attempt},
+            )
+
     def promote_due(self, *, limit: int = 100, actor: str | None = None) -> list[TaskRecord]:
         """Move scheduled tasks whose time has come to queued."""
         now = self.clock()
@@ -410,6 +445,23 @@ class Store:
                     )
                 )
         return reaped
+
+    def touch_stale_queued(self, older_than: float, *, limit: int = 100) -> list[TaskRecord]:
+        """Queued tasks nothing has happened to for ``older_than`` seconds, to dispatch
+        again; each is touched so that it comes back at most once per ``older_than``."""
+        now = self.clock()
+        cutoff = now - timedelta(seconds=older_than)
+        with self.writing() as c:
+            ids = list(c.execute(q.stale_queued(cutoff, limit)).scalars())
+            if not ids:
+                return []
+            rows = c.execute(
+                sa.update(tasks)
+                .where(tasks.c.id.in_(ids), tasks.c.status == Status.QUEUED.value)
+                .values(updated_at=now)
+                .returning(*tasks.c)
+            ).all()
+        return [TaskRecord.from_row(row._mapping) for row in rows]
 
     def cancel(
         self,

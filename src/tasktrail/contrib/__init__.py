@@ -1,0 +1,1 @@
+"""Integrations with optional dependencies (``pip install tasktrail[celery]``)."""

@@ -1,0 +1,157 @@
+"""Celery as the executor: real Redis broker, real prefork ``celery worker`` processes,
+PostgreSQL. The tracking must be exactly what the embedded worker gives."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tasktrail import Status, Trail
+from tests.apps.celery_app import make_trail, side_effects
+from tests.contrib.conftest import StartWorker, wait_until
+
+
+def _statuses(trail: Trail, ids: list[str]) -> Counter[Status]:
+    return Counter(trail.get(task_id).status for task_id in ids)
+
+
+def _runs(trail: Trail) -> Counter[str]:
+    with trail.engine.connect() as conn:
+        return Counter(conn.execute(sa.select(side_effects.c.task_id)).scalars())
+
+
+@pytest.mark.slow
+def test_a_thousand_tasks_on_two_workers_each_run_once_with_celery_ids(
+    celery_trail: Trail, start_worker: StartWorker, queue: str
+) -> None:
+    start_worker("w1")
+    start_worker("w2")
+    ids = [celery_trail.submit("celery.record", {"n": n}, queue=queue).id for n in range(1000)]
+
+    wait_until(
+        lambda: len(celery_trail.list_tasks(status=["queued", "running"], limit=1).items) == 0,
+        180,
+        "all tasks to finish",
+    )
+
+    assert _statuses(celery_trail, ids) == {Status.COMPLETED: 1000}
+    runs = _runs(celery_trail)
+    assert set(runs) == set(ids) and set(runs.values()) == {1}
+    with celery_trail.engine.connect() as conn:
+        pids = set(conn.execute(sa.select(side_effects.c.pid)).scalars())
+    assert len(pids) >= 3  # both workers' pool processes took part
+    sample = celery_trail.get(ids[0])
+    assert sample.external_id == sample.id  # the Celery task id is the tasktrail id
+    assert any(e.type == "progress" for e in celery_trail.events(ids[0]))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_tasks_submitted_while_the_broker_is_down_run_once_it_is_back(
+    postgres_url: str, start_worker: StartWorker, queue: str, tmp_path: Path
+) -> None:
+    server = shutil.which("redis-server")
+    assert server, "redis-server is needed to run a broker this test can stop"
+    port = _free_port()
+    broker = f"redis://127.0.0.1:{port}/0"
+    trail = make_trail(postgres_url, broker)
+    side_effects.create(trail.engine)
+
+    ids = [trail.submit("celery.record", {"n": n}, queue=queue).id for n in range(20)]
+    assert _statuses(trail, ids) == {Status.QUEUED: 20}  # recorded at once, broker or not
+
+    redis_process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        # The worker's reaper re-sends queued tasks whose message never led to a claim.
+        start_worker(
+            "w1",
+            extra_env={"TASKTRAIL_TEST_REDIS_URL": broker, "TASKTRAIL_TEST_REDISPATCH_AFTER": "1"},
+        )
+        wait_until(lambda: _statuses(trail, ids) == {Status.COMPLETED: 20}, 60, "completion")
+        assert set(_runs(trail).values()) == {1}
+    finally:
+        redis_process.terminate()
+        redis_process.wait(10)
+        trail.close()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_task_is_recovered_by_the_other(
+    celery_trail: Trail, start_worker: StartWorker, queue: str
+) -> None:
+    fast_beats = {"TASKTRAIL_HEARTBEAT_INTERVAL": "0.2", "TASKTRAIL_HEARTBEAT_TIMEOUT": "1.5"}
+    workers = {
+        name: start_worker(name, concurrency=1, extra_env=fast_beats) for name in ("w1", "w2")
+    }
+    task = celery_trail.submit("celery.long", {"seconds": 2.0}, queue=queue)
+    wait_until(lambda: celery_trail.get(task.id).status is Status.RUNNING, 30, "the run")
+    first = celery_trail.get(task.id)
+    victim = next(name for name in workers if f"{name}-{queue}@" in (first.worker or ""))
+    workers[victim].kill()
+
+    wait_until(lambda: celery_trail.get(task.id).status is Status.COMPLETED, 60, "recovery")
+
+    done = celery_trail.get(task.id)
+    assert done.attempts == 2 and done.worker != first.worker
+    moves = [(e.from_status, e.to_status) for e in celery_trail.events(task.id) if e.to_status]
+    assert moves == [
+        (None, Status.QUEUED),
+        (Status.QUEUED, Status.RUNNING),
+        (Status.RUNNING, Status.SCHEDULED),  # the reaper: worker lost, attempts left
+        (Status.SCHEDULED, Status.QUEUED),
+        (Status.QUEUED, Status.RUNNING),
+        (Status.RUNNING, Status.COMPLETED),
+    ]
+    assert celery_trail.list_tasks(status="running").items == ()
+
+
+@pytest.mark.slow
+def test_backoff_retries_are_tasktrails_own(
+    celery_trail: Trail, start_worker: StartWorker, queue: str
+) -> None:
+    start_worker("w1")
+    task = celery_trail.submit("celery.flaky", queue=queue)
+    wait_until(lambda: celery_trail.get(task.id).status is Status.COMPLETED, 60, "success")
+
+    done = celery_trail.get(task.id)
+    assert (done.attempts, done.result) == (3, 3)
+    events = celery_trail.events(task.id)
+    backoffs = [e for e in events if e.to_status is Status.SCHEDULED]
+    starts = [e.created_at for e in events if e.to_status is Status.RUNNING]
+    assert len(backoffs) == 2 and len(starts) == 3
+    for backoff, next_start in zip(backoffs, starts[1:], strict=True):
+        waited = (next_start - backoff.created_at).total_seconds()
+        assert waited >= backoff.data["retry_in"] * 0.95  # never before its eta
+
+
+@pytest.mark.slow
+def test_terminate_on_cancel_kills_a_run_that_never_checks(
+    postgres_url: str, redis_broker: str, start_worker: StartWorker, queue: str
+) -> None:
+    trail = make_trail(postgres_url, redis_broker, terminate_on_cancel=True)
+    start_worker("w1", concurrency=1)
+    task = trail.submit("celery.stubborn", {"seconds": 300}, queue=queue)
+    wait_until(lambda: trail.get(task.id).status is Status.RUNNING, 30, "the run")
+
+    cancelled = trail.cancel(task.id, reason="stuck")
+
+    assert cancelled.status is Status.CANCELLED
+    assert trail.get(task.id) == cancelled
+    after = trail.submit("celery.stubborn", {"seconds": 0}, queue=queue)
+    wait_until(lambda: trail.get(after.id).status is Status.COMPLETED, 30, "the next task")
+    assert trail.get(task.id).status is Status.CANCELLED  # not reaped, not retried
+    trail.close()

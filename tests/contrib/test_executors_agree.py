@@ -1,0 +1,109 @@
+"""The same stories, told once, run by each executor: the embedded worker (on SQLite and
+on PostgreSQL) and Celery workers (on PostgreSQL). What a user can observe — statuses,
+fields, the history — must not depend on where the task ran."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tasktrail import Status, Trail, Worker
+from tests.apps.celery_app import make_trail, register, side_effects
+from tests.contrib.conftest import StartWorker, wait_until
+
+
+@dataclass
+class Setup:
+    trail: Trail
+    queue: str
+    start_workers: Callable[[], object]
+
+
+@pytest.fixture(params=["embedded-sqlite", "embedded-postgresql", "celery-postgresql"])
+def setup(request: pytest.FixtureRequest, queue: str, tmp_path: Path) -> Iterator[Setup]:
+    kind, backend = request.param.split("-")
+    if kind == "celery":
+        trail = make_trail(request.getfixturevalue("postgres_url"))
+        side_effects.create(trail.engine)
+        start_worker: StartWorker = request.getfixturevalue("start_worker")
+        yield Setup(trail, queue, lambda: start_worker("w1"))
+        trail.close()
+        return
+    url = (
+        f"sqlite:///{tmp_path}/tasktrail.db"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    trail = Trail(url)
+    register(trail)
+    side_effects.create(trail.engine)
+    workers: list[Worker] = []
+
+    def start() -> None:
+        workers.append(Worker(trail, concurrency=2, queues=[queue]))
+        workers[-1].start()
+
+    yield Setup(trail, queue, start)
+    for worker in workers:
+        worker.stop(timeout=5)
+    trail.close()
+
+
+def _moves(trail: Trail, task_id: str) -> list[tuple[Status | None, Status | None]]:
+    return [(e.from_status, e.to_status) for e in trail.events(task_id) if e.to_status]
+
+
+def _is(trail: Trail, task_id: str, status: Status) -> Callable[[], bool]:
+    return lambda: trail.get(task_id).status is status
+
+
+@pytest.mark.slow
+def test_a_cancelled_queued_task_never_runs(setup: Setup) -> None:
+    trail = setup.trail
+    doomed = trail.submit("celery.record", {"n": 1}, queue=setup.queue)
+    trail.cancel(doomed.id, reason="not needed")
+    later = trail.submit("celery.record", {"n": 2}, queue=setup.queue)
+    setup.start_workers()
+
+    wait_until(_is(trail, later.id, Status.COMPLETED), 30, "the later task")
+    assert _moves(trail, doomed.id) == [(None, Status.QUEUED), (Status.QUEUED, Status.CANCELLED)]
+    assert trail.get(doomed.id).attempts == 0
+
+
+@pytest.mark.slow
+def test_a_cancelled_running_task_stops_at_its_next_progress(setup: Setup) -> None:
+    trail = setup.trail
+    setup.start_workers()
+    task = trail.submit("celery.long", {"seconds": 60}, queue=setup.queue)
+    wait_until(_is(trail, task.id, Status.RUNNING), 30, "the run")
+
+    asked = trail.cancel(task.id, reason="by user")
+    assert asked.status is Status.RUNNING and asked.cancel_requested_at is not None
+    wait_until(_is(trail, task.id, Status.CANCELLED), 10, "the cancel")
+
+    cancelled = trail.get(task.id)
+    assert cancelled.completed_at is not None and cancelled.error is None
+    types = [e.type for e in trail.events(task.id)]
+    assert types.index("cancel_requested") < len(types) - 1
+    assert _moves(trail, task.id)[-1] == (Status.RUNNING, Status.CANCELLED)
+
+
+@pytest.mark.slow
+def test_retrying_a_failed_task_runs_it_again_until_it_succeeds(setup: Setup) -> None:
+    trail = setup.trail
+    setup.start_workers()
+    task = trail.submit("celery.fails_twice", queue=setup.queue)
+    for attempt in (1, 2):
+        wait_until(_is(trail, task.id, Status.FAILED), 30, f"failure {attempt}")
+        assert trail.get(task.id).error == f"RuntimeError: attempt {attempt} failed"
+        retried = trail.retry(task.id)
+        assert (retried.status, retried.error, retried.completed_at) == (Status.QUEUED, None, None)
+    wait_until(_is(trail, task.id, Status.COMPLETED), 30, "success")
+
+    done = trail.get(task.id)
+    assert (done.attempts, done.result, done.error) == (3, 3, None)
+    running = [m for m in _moves(trail, task.id) if m[1] is Status.RUNNING]
+    assert len(running) == 3

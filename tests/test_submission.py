@@ -1,0 +1,92 @@
+"""Bad input is refused with a message naming the problem, and nothing is written."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from tasktrail import InvalidInput, Link, TaskContext, Trail, UnknownTask
+
+
+@pytest.fixture
+def tutorial(trail: Trail) -> Trail:
+    @trail.task("roadmap.tutorial")
+    def tutorial(ctx: TaskContext, roadmap_id: str, concept_id: str = "c1") -> None:
+        return None
+
+    return trail
+
+
+def _nothing_written(trail: Trail) -> None:
+    assert trail.list_tasks().items == ()
+    assert trail.events() == []
+
+
+def test_an_unknown_name_lists_the_registered_ones(tutorial: Trail) -> None:
+    with pytest.raises(
+        UnknownTask, match=r"no task registered as 'roadmap.quiz'.*roadmap.tutorial"
+    ):
+        tutorial.submit("roadmap.quiz", {"roadmap_id": "r1"})
+    _nothing_written(tutorial)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"roadmap_id": datetime(2026, 1, 1)}, "params must be JSON-serialisable"),
+        ({"roadmap_id": float("nan")}, "params must be JSON-serialisable"),
+        (["r1"], "params must be a JSON object"),
+        ({1: "r1"}, "params must be a JSON object"),
+        ({}, "missing a required argument: 'roadmap_id'"),
+        ({"roadmap_id": "r1", "colour": "red"}, "unexpected keyword argument 'colour'"),
+    ],
+)
+def test_bad_params_are_refused(tutorial: Trail, params: Any, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        tutorial.submit("roadmap.tutorial", params)
+    _nothing_written(tutorial)
+
+
+@pytest.mark.parametrize(
+    ("link", "message"),
+    [
+        (lambda: Link("", "r1"), "link type must be a non-empty string"),
+        (lambda: Link("roadmap", ""), "link id must be a non-empty string"),
+        (lambda: Link("roadmap", "   "), "link id must be a non-empty string"),
+        (lambda: Link("roadmap", 7), "link id must be a non-empty string"),  # type: ignore[arg-type]
+        (lambda: Link("roadmap", "x" * 201), "longer than 200"),
+    ],
+)
+def test_bad_links_are_refused(tutorial: Trail, link: Any, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        tutorial.submit("roadmap.tutorial", {"roadmap_id": "r1"}, links=[link()])
+    _nothing_written(tutorial)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"links": [("roadmap", "r1")]}, "links must be a list of tasktrail.Link"),
+        ({"max_attempts": 0}, "max_attempts must be from 1"),
+        ({"max_attempts": "3"}, "max_attempts must be a whole number"),
+        ({"queue": ""}, "queue must be a non-empty string"),
+        ({"dedupe_key": ""}, "dedupe_key must be a non-empty string"),
+        ({"run_after": datetime(2030, 1, 1)}, "run_after must be a timezone-aware datetime"),
+        ({"backoff": -1}, "backoff must be a number of seconds"),
+        ({"priority": 1.5}, "priority must be a whole number"),
+    ],
+)
+def test_bad_options_are_refused(tutorial: Trail, options: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        tutorial.submit("roadmap.tutorial", {"roadmap_id": "r1"}, **options)
+    _nothing_written(tutorial)
+
+
+def test_registering_two_functions_under_one_name_is_refused(tutorial: Trail) -> None:
+    with pytest.raises(InvalidInput, match="already registered"):
+
+        @tutorial.task("roadmap.tutorial")
+        def other(ctx: TaskContext) -> None:
+            return None

@@ -1,0 +1,176 @@
+"""The facade's calls, on each database."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tasktrail import (
+    InvalidTransition,
+    Link,
+    Status,
+    TaskContext,
+    TaskNotFound,
+    Trail,
+)
+
+
+@pytest.fixture
+def noop(trail: Trail) -> Trail:
+    @trail.task("noop")
+    def noop(ctx: TaskContext, n: int = 0) -> dict[str, int]:
+        return {"n": n}
+
+    return trail
+
+
+def test_submit_queues_and_records_the_creation_event(noop: Trail) -> None:
+    task = noop.submit("noop", {"n": 1}, description="one")
+
+    assert (task.status, task.attempts, task.description) == (Status.QUEUED, 0, "one")
+    assert task.queued_at is not None and task.created_at.tzinfo is not None
+    [created] = noop.events(task.id)
+    assert (created.type, created.from_status, created.to_status) == (
+        "transition",
+        None,
+        Status.QUEUED,
+    )
+
+
+def test_run_false_waits_in_created_until_run(noop: Trail) -> None:
+    task = noop.submit("noop", run=False)
+    assert noop.run_pending() == 0
+    assert noop.get(task.id).status is Status.CREATED
+
+    assert noop.run(task.id).status is Status.QUEUED
+    assert noop.run_pending() == 1
+    assert noop.get(task.id).result == {"n": 0}
+    with pytest.raises(InvalidTransition, match="completed"):
+        noop.run(task.id)
+
+
+def test_run_after_in_the_future_is_scheduled_until_due(noop: Trail) -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    task = noop.submit("noop", run_after=later)
+
+    assert task.status is Status.SCHEDULED
+    assert task.run_after == later
+    assert noop.run_pending() == 0
+
+
+def test_a_due_scheduled_task_is_promoted_and_run(noop: Trail) -> None:
+    task = noop.submit("noop", run_after=datetime.now(UTC) + timedelta(milliseconds=1))
+    deadline = datetime.now(UTC) + timedelta(seconds=5)
+    while noop.run_pending() == 0 and datetime.now(UTC) < deadline:
+        pass
+    transitions = [(e.from_status, e.to_status) for e in noop.events(task.id) if e.to_status]
+    assert transitions == [
+        (None, Status.SCHEDULED),
+        (Status.SCHEDULED, Status.QUEUED),
+        (Status.QUEUED, Status.RUNNING),
+        (Status.RUNNING, Status.COMPLETED),
+    ]
+
+
+def test_dedupe_key_returns_the_existing_task_and_writes_nothing(noop: Trail) -> None:
+    first = noop.submit("noop", {"n": 1}, dedupe_key="daily-2026-11-23")
+    again = noop.submit("noop", {"n": 2}, dedupe_key="daily-2026-11-23")
+
+    assert again.id == first.id
+    assert again.deduplicated and not first.deduplicated
+    assert again.params == {"n": 1}
+    assert len(noop.events(first.id)) == 1
+    assert len(noop.list_tasks().items) == 1
+
+
+def test_cancel_of_a_waiting_task_is_immediate(noop: Trail) -> None:
+    task = noop.submit("noop")
+    cancelled = noop.cancel(task.id, reason="changed my mind")
+
+    assert cancelled.status is Status.CANCELLED
+    assert cancelled.completed_at is not None and cancelled.error is None
+    assert noop.events(task.id)[-1].message == "changed my mind"
+    assert noop.run_pending() == 0
+
+
+def test_cancel_of_a_finished_task_names_its_status(noop: Trail) -> None:
+    task = noop.submit("noop")
+    noop.run_pending()
+    with pytest.raises(InvalidTransition, match="already completed") as refused:
+        noop.cancel(task.id)
+    assert refused.value.current == "completed"
+
+
+def test_retry_refuses_active_and_completed_tasks_unless_forced(noop: Trail) -> None:
+    task = noop.submit("noop")
+    with pytest.raises(InvalidTransition, match="it is queued"):
+        noop.retry(task.id)
+    noop.run_pending()
+    with pytest.raises(InvalidTransition, match="force"):
+        noop.retry(task.id)
+
+    again = noop.retry(task.id, force=True)
+    assert (again.status, again.result, again.completed_at) == (Status.QUEUED, None, None)
+    noop.run_pending()
+    assert noop.get(task.id).attempts == 2
+
+
+def test_unknown_task_ids_raise_task_not_found(noop: Trail) -> None:
+    for call in (noop.get, noop.run, noop.retry, noop.cancel):
+        with pytest.raises(TaskNotFound, match="nope"):
+            call("nope")
+
+
+def test_list_tasks_pages_newest_first_with_filters(noop: Trail) -> None:
+    ids = [noop.submit("noop", {"n": n}, links=[Link("batch", str(n % 2))]).id for n in range(7)]
+    noop.cancel(ids[0])
+
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = noop.list_tasks(limit=3, cursor=cursor)
+        seen += [t.id for t in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == ids[::-1]
+    assert [t.id for t in noop.list_tasks(status="cancelled").items] == [ids[0]]
+    odd = noop.list_tasks(resource=("batch", "1")).items
+    assert [t.id for t in odd] == [ids[5], ids[3], ids[1]]
+    assert noop.list_tasks(name="other").items == ()
+
+
+def test_events_after_a_cursor_continue_where_the_reader_stopped(noop: Trail) -> None:
+    task = noop.submit("noop")
+    first = noop.events(task.id)
+    noop.run_pending()
+    rest = noop.events(task.id, after=first[-1].id)
+
+    assert [e.to_status for e in rest] == [Status.RUNNING, Status.COMPLETED]
+    assert all(e.id > first[-1].id for e in rest)
+    assert [e.id for e in noop.events(task.id)] == [e.id for e in first + rest]
+
+
+def test_async_functions_and_async_twins(trail: Trail) -> None:
+    @trail.task("async.double")
+    async def double(ctx: TaskContext, n: int) -> int:
+        await ctx.progress_async(50, "halfway")
+        await asyncio.sleep(0)
+        return n * 2
+
+    async def scenario() -> None:
+        task = await trail.submit_async("async.double", {"n": 21}, links=[Link("x", "1")])
+        assert await trail.run_pending_async() == 1
+        done = await trail.get_async(task.id)
+        assert (done.status, done.result) == (Status.COMPLETED, 42)
+        assert [t.id for t in await trail.tasks_for_async("x", "1")] == [task.id]
+        assert (await trail.retry_async(task.id, force=True)).status is Status.QUEUED
+        assert (await trail.cancel_async(task.id)).status is Status.CANCELLED
+        events = await trail.events_async(task.id)
+        assert events[-1].to_status is Status.CANCELLED
+        assert (await trail.list_tasks_async(status="cancelled")).items[0].id == task.id
+
+    asyncio.run(scenario())
+    assert Trail.run_pending(trail) == 0  # the sync path also works on the same trail
