@@ -49,14 +49,16 @@ def running(
     reader = threading.Thread(target=lambda: lines.extend(process.stdout or []), daemon=True)
     reader.start()
     try:
-        found = eventually(
-            lambda: (
-                next((m.group(1) for line in lines if (m := URL.search(line))), None)
-                or (process.poll() is not None and f"exited: {''.join(lines)}")
-            ),
-            timeout=30,
-        )
-        assert found.startswith("http://"), found
+
+        def announced() -> str | None:
+            for line in lines:
+                if found := URL.search(line):
+                    return found.group(1)
+            if process.poll() is not None:
+                raise AssertionError(f"exited before serving: {''.join(lines)}")
+            return None
+
+        found = eventually(announced, timeout=30)
         yield found, lines
     finally:
         if process.poll() is None:
@@ -158,13 +160,12 @@ def test_demo_serves_the_roadmap_app_with_sample_tasks(tmp_path: Path) -> None:
         ids = re.search(r"sample roadmap tasks: (\S+), (\S+)", printed)
         assert ids is not None, printed
         for task_id in ids.groups():
-            eventually(
-                lambda task_id=task_id: (
-                    httpx.get(f"{url}/api/v1/tasks/{task_id}").json()["status"]
-                    in {"completed", "partial_failure"}
-                ),
-                timeout=30,
-            )
+
+            def finished(task_id: str = task_id) -> bool:
+                status = httpx.get(f"{url}/api/v1/tasks/{task_id}").json()["status"]
+                return status in {"completed", "partial_failure"}
+
+            eventually(finished, timeout=30)
         roadmap = httpx.get(f"{url}/roadmaps/roadmap-1").json()
         assert set(roadmap) == {"python-basics-1", "python-basics-2", "python-basics-3"}
         check = httpx.get(f"{url}/api/v1/resources/roadmap/roadmap-1/status-check").json()

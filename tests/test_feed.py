@@ -101,7 +101,10 @@ def test_an_unfiltered_subscription_without_cursor_starts_now(echo_trail: Trail)
     async def scenario() -> None:
         feed = Feed(echo_trail.store)
         collector = Collector(feed.subscribe())
-        hub_ready = lambda: feed._hubs and next(iter(feed._hubs.values())).ready.is_set()  # noqa: E731
+
+        def hub_ready() -> bool:
+            return bool(feed._hubs) and next(iter(feed._hubs.values())).ready.is_set()
+
         while not hub_ready():
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)  # the subscriber has taken its starting point

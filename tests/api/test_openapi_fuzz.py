@@ -4,6 +4,7 @@ never get a 5xx, and every answer matches the schema the API publishes."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -15,6 +16,7 @@ from schemathesis.checks import (
     not_a_server_error,
     response_schema_conformance,
 )
+from schemathesis.core.result import Ok
 from schemathesis.openapi import from_url
 
 from tasktrail import Trail
@@ -35,7 +37,7 @@ def test_no_server_errors_and_answers_match_the_schema(api_url: str, mode: Gener
     # The event stream never ends, so it cannot be called like the others; it has its own
     # tests.
     schema = from_url(f"{api_url}/openapi.json").exclude(path="/api/v1/events")
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [result.ok() for result in schema.get_all_operations() if isinstance(result, Ok)]
     assert len(operations) >= 9
 
     unsatisfiable: list[str] = []
@@ -49,7 +51,7 @@ def test_no_server_errors_and_answers_match_the_schema(api_url: str, mode: Gener
             database=None,
             suppress_health_check=list(HealthCheck),
         )
-        def call(case: schemathesis.Case) -> None:
+        def call(case: schemathesis.Case[Any]) -> None:
             case.call_and_validate(
                 checks=[not_a_server_error, response_schema_conformance, content_type_conformance]
             )

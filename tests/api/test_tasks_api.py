@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from tasktrail import Trail
 from tests.support.fixtures import BackgroundWorker
@@ -297,3 +299,21 @@ def test_text_is_data_not_markup_or_sql(client: httpx.Client) -> None:
     assert fetched["links"] == [{"type": "roadmap", "id": hostile, "role": hostile}]
     found = client.get("/api/v1/tasks", params={"resource_type": "roadmap", "resource_id": hostile})
     assert [t["id"] for t in found.json()["items"]] == [task["id"]]
+
+
+def test_text_with_nul_characters_is_refused_with_422(client: httpx.Client, base_url: str) -> None:
+    # PostgreSQL cannot store NUL in text or JSON; SQLite could, but both answer the same.
+    for response in (
+        create(client, params={"note": "a\x00b"}),
+        create(client, description="a\x00b"),
+        client.get("/api/v1/tasks", params={"name": "a\x00b"}),
+        client.get("/api/v1/tasks/a%00b"),
+        client.get("/api/v1/events", params={"task_id": "a\x00b"}),
+    ):
+        assert response.status_code == 422, response.text
+        assert "NUL" in response.json()["detail"]
+    assert client.get("/api/v1/tasks").json()["items"] == []
+    url = base_url.replace("http://", "ws://") + "/api/v1/ws?task_id=a%00b"
+    with pytest.raises(InvalidStatus) as refused, connect(url):
+        pass
+    assert refused.value.response.status_code == 422

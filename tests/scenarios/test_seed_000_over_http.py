@@ -57,7 +57,7 @@ class Story:
         return task
 
     def wait_status(self, task_id: str, *statuses: str) -> dict[str, Any]:
-        return eventually(lambda: (t := self.task(task_id))["status"] in statuses and t)
+        return eventually(lambda: t if (t := self.task(task_id))["status"] in statuses else None)
 
     def status_check(self, roadmap_id: str = "r1") -> dict[str, Any]:
         check: dict[str, Any] = self.http.get(

@@ -9,8 +9,11 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def eventually(check: Callable[[], T], *, timeout: float = 15.0, interval: float = 0.02) -> T:
-    """Call ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+def eventually(
+    check: Callable[[], T | None], *, timeout: float = 15.0, interval: float = 0.02
+) -> T:
+    """Call ``check`` until it returns something truthy (None or a false value means "not
+    yet"); fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()

@@ -2,12 +2,13 @@
 own routes (``ApiRoute``), so mounting the API changes nothing in the rest of your app.
 
 ``TaskNotFound`` and ``UnknownTask`` → 404, ``InvalidTransition`` → 409 (naming the task's
-current status), ``InvalidInput`` and request validation errors → 422, a body over the
-limit → 413.
+current status), ``InvalidInput`` and request validation errors → 422 (so is text with NUL
+characters, which PostgreSQL cannot store), a body over the limit → 413.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -76,6 +77,39 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+NUL_REFUSED = (
+    "text may not contain NUL characters (\\u0000): the database cannot store them; "
+    "remove them and resend"
+)
+
+
+def has_nul(value: object) -> bool:
+    """Whether a string anywhere in ``value`` (JSON-like) contains a NUL character."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    return False
+
+
+def request_has_nul(request: Request, body: bytes) -> bool:
+    """Whether the path, the query or the JSON body carries a NUL character."""
+    if has_nul(list(request.path_params.values())):
+        return True
+    if any(has_nul(key) or has_nul(value) for key, value in request.query_params.multi_items()):
+        return True
+    if b"\x00" in body:
+        return True
+    if b"u0000" in body:  # only then is it worth parsing: a JSON escape may hide one
+        try:
+            return has_nul(json.loads(body))
+        except ValueError:
+            return False  # not JSON: validation will say so
+    return False
+
+
 class ApiRoute(APIRoute):
     """An ``APIRoute`` that enforces the body limit and answers errors the API's way."""
 
@@ -86,12 +120,16 @@ class ApiRoute(APIRoute):
         limit = self.max_body_bytes
 
         async def route(request: Request) -> Response:
+            body = b""
             if request.method in {"POST", "PUT", "PATCH"}:
                 try:
-                    # Starlette caches the body here; the handler then reads it from memory.
-                    request._body = await read_limited_body(request, limit)
+                    body = await read_limited_body(request, limit)
                 except BodyTooLarge:
                     return error(413, f"request body is larger than {limit} bytes; send less")
+                # Starlette caches the body here; the handler then reads it from memory.
+                request._body = body
+            if request_has_nul(request, body):
+                return error(422, NUL_REFUSED)
             try:
                 return await handle(request)
             except Exception as exc:

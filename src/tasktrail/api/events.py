@@ -19,7 +19,7 @@ from fastapi import APIRouter, Header, Query, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.websockets import WebSocketDisconnect
 
-from tasktrail.api.errors import ApiRoute
+from tasktrail.api.errors import NUL_REFUSED, ApiRoute, has_nul
 from tasktrail.api.models import COMMON_ERRORS, ErrorOut, Event
 from tasktrail.api.security import UNAUTHORIZED, is_authorized
 from tasktrail.errors import InvalidInput
@@ -162,6 +162,9 @@ def router(feed: Feed, *, token: str | None, route_class: type[ApiRoute] = ApiRo
             await _deny(websocket, 401, UNAUTHORIZED)
             return
         query = websocket.query_params
+        if any(has_nul(key) or has_nul(value) for key, value in query.multi_items()):
+            await _deny(websocket, 422, NUL_REFUSED)
+            return
         try:
             resource = resource_filter(query.get("resource_type"), query.get("resource_id"))
             after = _after(query.get("after"))
