@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tasktrail import Status, Trail
+from tasktrail import SchemaNotReady, Status, Trail
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,13 +76,34 @@ def test_a_bad_app_spec_is_a_clear_usage_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_runs_the_sample_roadmaps_on_a_fresh_sqlite_file(tmp_path: Path) -> None:
+def test_demo_serves_and_runs_the_sample_roadmaps_on_a_fresh_sqlite_file(tmp_path: Path) -> None:
+    # `tasktrail demo` serves until stopped (see tests/test_cli_serve.py for its HTTP side).
     env_url = f"sqlite:///{tmp_path}/demo.db"
-    os.environ.setdefault("TASKTRAIL_DEMO_ITEM_SECONDS", "0")
-    result = tasktrail(env_url, "demo", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    trail = Trail(env_url)
-    tasks = trail.list_tasks().items
-    assert len(tasks) == 2
-    assert all(t.status in {Status.COMPLETED, Status.PARTIAL_FAILURE} for t in tasks)
-    trail.close()
+    env = {**os.environ, "TASKTRAIL_DATABASE_URL": env_url, "TASKTRAIL_DEMO_ITEM_SECONDS": "0"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "tasktrail", "demo", "--port", "0"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        finished: list[Status] = []
+        while time.monotonic() < deadline and demo.poll() is None:
+            try:  # the demo process creates the schema; do not race it
+                trail = Trail(env_url, auto_migrate=False)
+            except SchemaNotReady:
+                time.sleep(0.1)
+                continue
+            finished = [t.status for t in trail.list_tasks().items if t.status.is_terminal]
+            trail.close()
+            if len(finished) == 2:
+                break
+            time.sleep(0.1)
+        assert len(finished) == 2
+        assert all(s in {Status.COMPLETED, Status.PARTIAL_FAILURE} for s in finished)
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(30) == 0

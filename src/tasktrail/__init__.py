@@ -22,6 +22,7 @@ from tasktrail.records import (
     TaskRecord,
 )
 from tasktrail.retries import DoNotRetry
+from tasktrail.staleness import StatusCheck
 from tasktrail.states import ItemStatus, Status
 from tasktrail.trail import Trail
 from tasktrail.worker import Worker
@@ -45,6 +46,7 @@ __all__ = [
     "RunSuperseded",
     "SchemaNotReady",
     "Status",
+    "StatusCheck",
     "TaskCancelled",
     "TaskContext",
     "TaskNotFound",

@@ -294,28 +294,94 @@ def _watch(trail: Trail, task_id: str, interval: float) -> TaskRecord:
             time.sleep(interval)
 
 
-# -- demo -----------------------------------------------------------------------------------
+# -- serve and demo -------------------------------------------------------------------------
+
+HostOption = Annotated[str, typer.Option(help="Interface to bind (non-loopback needs a token).")]
+PortOption = Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")]
+ConcurrencyOption = Annotated[
+    int, typer.Option(min=1, help="Tasks the embedded worker runs at once.")
+]
+InsecureOption = Annotated[
+    bool,
+    typer.Option(help="Serve a non-loopback host without TASKTRAIL_API_TOKEN (not advised)."),
+]
+
+
+def _announce(url: str) -> None:
+    console.print(
+        f"tasktrail serving {url}  (API {url}/api/v1, docs {url}/docs)",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+@app.command("serve")
+def serve(
+    app_spec: AppOption = None,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    concurrency: ConcurrencyOption = 4,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Serve the API only; run tasks elsewhere.")
+    ] = False,
+    insecure: InsecureOption = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Serve the HTTP API with an embedded worker, until SIGTERM or Ctrl-C."""
+    from tasktrail.serve import serve as run_server
+
+    with opened_trail(app_spec, database_url) as trail:
+        run_server(
+            trail,
+            host=host,
+            port=port,
+            concurrency=concurrency,
+            worker=not no_worker,
+            insecure=insecure,
+            on_ready=_announce,
+        )
 
 
 @app.command("demo")
-def demo() -> None:
-    """Submit the sample roadmaps of the built-in demo app, run them, and show the result."""
-    from tasktrail import demo as demo_app
+def demo(
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    concurrency: ConcurrencyOption = 4,
+    insecure: InsecureOption = False,
+) -> None:
+    """Serve the built-in roadmap demo (seed 000) with sample tasks, until Ctrl-C."""
+    from tasktrail.demo import default_app
+    from tasktrail.serve import serve as run_server
 
-    trail = demo_app.trail
+    roadmaps = default_app()
+    trail = roadmaps.trail
     console.print(f"database: {trail.engine.url.render_as_string(hide_password=True)}")
-    ids = demo_app.submit_samples(trail)
-    with console.status("running the sample tasks…"):
-        trail.run_pending()
-    records = [trail.get(task_id) for task_id in ids]
-    console.print(_task_table(records))
-    partial = next((r for r in records if r.status == "partial_failure"), None)
-    if partial is not None:
-        retried = trail.retry(partial.id, only_failed_items=True, actor="demo")
-        console.print(f"retried the failed items of {retried.id}: now {retried.status}")
-        trail.run_pending()
-        console.print(_task_table([trail.get(partial.id)]))
-    console.print("inspect one with: tasktrail tasks show ID --app tasktrail.demo:trail")
+    ids = roadmaps.submit_samples()
+
+    def ready(url: str) -> None:
+        _announce(url)
+        hints = [
+            f"sample roadmap tasks: {', '.join(ids)}",
+            f"  watch one:     curl -N '{url}/api/v1/events?task_id={ids[0]}'",
+            f"  status check:  curl '{url}/api/v1/resources/roadmap/roadmap-1/status-check'",
+            f"  retry content: curl -X POST "
+            f"'{url}/roadmaps/roadmap-1/concepts/python-basics-1/tutorial/retry'",
+        ]
+        for line in hints:
+            console.print(line, soft_wrap=True, highlight=False)
+
+    try:
+        run_server(
+            trail,
+            host=host,
+            port=port,
+            concurrency=concurrency,
+            insecure=insecure,
+            customize=roadmaps.mount,
+            on_ready=ready,
+        )
+    finally:
+        trail.close()
 
 
 def main() -> None:

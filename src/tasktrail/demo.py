@@ -1,77 +1,249 @@
-"""A built-in example app, mirroring seed 000's roadmaps: a creation task generates a
-roadmap's concepts, and for each concept a tutorial, resources and a quiz as items. Some
-items fail on purpose, so partial failure and single-concept retries can be seen.
+"""A built-in example app, mirroring seed 000's roadmaps.
 
-Load it with ``--app tasktrail.demo:trail`` or run ``tasktrail demo``.
+A roadmap has concepts; each concept has a tutorial, resources and a quiz, each with its own
+status (``pending`` → ``generating`` → ``completed`` | ``failed``) kept by the app, not by
+tasktrail. Creating a roadmap is one task whose items are every concept's contents; some
+fail on purpose. Retrying one concept's content is a task of its own, linked to the roadmap
+(role ``retry_<content>``) *and* to the concept, so the roadmap's status check sees it. A
+stale probe reports contents stuck in ``pending``/``generating``.
+
+``tasktrail demo`` serves it; ``--app tasktrail.demo:trail`` loads it into other commands.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
+from fastapi import APIRouter, FastAPI, HTTPException
+
 from tasktrail.context import TaskContext
-from tasktrail.records import Link
+from tasktrail.records import Link, TaskRecord
 from tasktrail.trail import Trail
 
 CONTENT_TYPES = ("tutorial", "resources", "quiz")
-#: Seconds each generated item takes; the demo is meant to be watched.
-ITEM_SECONDS = float(os.environ.get("TASKTRAIL_DEMO_ITEM_SECONDS", "0.3"))
+IN_PROGRESS = ("pending", "generating")
 
 
-def _fails_first_time(concept: str, content_type: str) -> bool:
-    # Deterministic: the same concept/content pair fails in every demo run.
+def fails_first_time(concept: str, content_type: str) -> bool:
+    """Whether the demo's model "fails" this content on a roadmap's creation (always the
+    same pairs, so every demo run shows the same partial failure)."""
     return zlib.crc32(f"{concept}/{content_type}".encode()) % 5 == 0
 
 
-def register(trail: Trail) -> None:
-    """Register the demo's task functions on ``trail``."""
+class Roadmaps:
+    """The demo's domain: roadmaps, their concepts and each content's status, in memory."""
 
-    @trail.task("roadmap.create", max_attempts=2, backoff=1.0)
-    def create_roadmap(
-        ctx: TaskContext, roadmap_id: str, topic: str, concepts: int = 4
-    ) -> dict[str, Any]:
-        names = [f"{topic.lower().replace(' ', '-')}-{n}" for n in range(1, concepts + 1)]
-        ctx.progress(5, "outline")
-        ctx.log("info", "outlined roadmap", {"concepts": names})
-        keys = [f"{name}/{kind}" for name in names for kind in CONTENT_TYPES]
-        for done, item in enumerate(ctx.items(keys), start=1):
-            with item:
-                time.sleep(ITEM_SECONDS)
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._roadmaps: dict[str, dict[str, dict[str, str]]] = {}
+
+    def create(self, roadmap_id: str, concepts: list[str]) -> None:
+        """Record a roadmap whose contents are all pending."""
+        with self._lock:
+            self._roadmaps[roadmap_id] = {
+                c: dict.fromkeys(CONTENT_TYPES, "pending") for c in concepts
+            }
+
+    def set(self, roadmap_id: str, concept: str, content_type: str, status: str) -> None:
+        """Set one content's status."""
+        with self._lock:
+            self._roadmaps[roadmap_id][concept][content_type] = status
+
+    def get(self, roadmap_id: str) -> dict[str, dict[str, str]]:
+        """A copy of a roadmap's concepts and their contents' statuses."""
+        with self._lock:
+            if roadmap_id not in self._roadmaps:
+                raise KeyError(roadmap_id)
+            return {c: dict(contents) for c, contents in self._roadmaps[roadmap_id].items()}
+
+    def in_progress(self, roadmap_id: str) -> list[dict[str, Any]]:
+        """Contents that claim to be pending or generating."""
+        try:
+            roadmap = self.get(roadmap_id)
+        except KeyError:
+            return []
+        return [
+            {"item": concept, "content_type": kind, "status": status}
+            for concept, contents in roadmap.items()
+            for kind, status in contents.items()
+            if status in IN_PROGRESS
+        ]
+
+
+class RoadmapApp:
+    """The demo app on ``trail``: its task functions, its stale probe and its endpoints.
+
+    ``item_seconds`` is how long each generated content takes on creation,
+    ``retry_seconds`` how long a single-content retry takes; ``failing(concept, content)``
+    picks the contents that fail on a roadmap's first attempt, ``failing_retries`` those
+    whose retry crashes midway (leaving the content "generating", as a killed run would).
+    """
+
+    def __init__(
+        self,
+        trail: Trail,
+        *,
+        item_seconds: float = 0.3,
+        retry_seconds: float = 1.0,
+        failing: Callable[[str, str], bool] = fails_first_time,
+        failing_retries: Callable[[str, str], bool] = lambda concept, content: False,
+    ) -> None:
+        self.trail = trail
+        self.roadmaps = Roadmaps()
+        self.item_seconds = item_seconds
+        self.retry_seconds = retry_seconds
+        self.failing = failing
+        self.failing_retries = failing_retries
+        self._register()
+
+    def _register(self) -> None:
+        trail, roadmaps = self.trail, self.roadmaps
+
+        @trail.task("roadmap.create", max_attempts=1)
+        def create_roadmap(
+            ctx: TaskContext, roadmap_id: str, topic: str, concepts: int = 4
+        ) -> dict[str, Any]:
+            names = concept_names(topic, concepts)
+            ctx.progress(5, "outline")
+            ctx.log("info", "outlined roadmap", {"concepts": names})
+            keys = [f"{name}/{kind}" for name in names for kind in CONTENT_TYPES]
+            for done, item in enumerate(ctx.items(keys), start=1):
                 concept, kind = item.key.split("/")
-                if ctx.attempt == 1 and _fails_first_time(concept, kind):
-                    raise RuntimeError(f"the model returned no {kind} for {concept}")
-            ctx.progress(5 + 95 * done / len(keys), f"content {item.key}")
-        return {"roadmap_id": roadmap_id, "concepts": names}
+                roadmaps.set(roadmap_id, concept, kind, "generating")
+                outcome = "failed"  # stays so when the block fails (the item swallows it)
+                with item:
+                    time.sleep(self.item_seconds)
+                    if ctx.attempt == 1 and self.failing(concept, kind):
+                        raise RuntimeError(f"the model returned no {kind} for {concept}")
+                    outcome = "completed"
+                roadmaps.set(roadmap_id, concept, kind, outcome)
+                ctx.progress(5 + 95 * done / len(keys), f"content {item.key}")
+            return {"roadmap_id": roadmap_id, "concepts": names}
 
-    @trail.task("roadmap.retry_content", max_attempts=3, backoff=1.0)
-    def retry_content(
-        ctx: TaskContext, roadmap_id: str, concept_id: str, content_type: str
-    ) -> dict[str, Any]:
-        ctx.progress(10, f"regenerating {content_type}")
-        for item in ctx.items([f"{concept_id}/{content_type}"]):
-            with item:
-                time.sleep(ITEM_SECONDS * 2)
-        ctx.progress(100, "done")
-        return {"roadmap_id": roadmap_id, "concept_id": concept_id, "content_type": content_type}
+        @trail.task("roadmap.retry_content", max_attempts=1)
+        def retry_content(
+            ctx: TaskContext, roadmap_id: str, concept_id: str, content_type: str
+        ) -> dict[str, Any]:
+            # Like the seed's retry endpoints, the content says "generating" while the task
+            # runs; a run killed midway leaves it so, and only the status check notices.
+            roadmaps.set(roadmap_id, concept_id, content_type, "generating")
+            steps = 10
+            for step in range(steps):
+                ctx.progress(100 * step / steps, f"regenerating {content_type}")
+                time.sleep(self.retry_seconds / steps)
+                if step == steps // 2 and self.failing_retries(concept_id, content_type):
+                    raise RuntimeError(f"the model crashed regenerating {content_type}")
+            roadmaps.set(roadmap_id, concept_id, content_type, "completed")
+            return {
+                "roadmap_id": roadmap_id,
+                "concept_id": concept_id,
+                "content_type": content_type,
+            }
 
+        @trail.stale_probe("roadmap", item_type="concept")
+        def probe(roadmap_id: str) -> list[dict[str, Any]]:
+            return roadmaps.in_progress(roadmap_id)
 
-def submit_samples(trail: Trail) -> list[str]:
-    """Submit a few sample roadmaps; returns their task ids."""
-    ids = []
-    for number, topic in enumerate(("Python Basics", "SQL Joins"), start=1):
-        roadmap_id = f"roadmap-{number}"
-        record = trail.submit(
+    # -- what the app's own endpoints do ------------------------------------------------
+
+    def create_roadmap(self, roadmap_id: str, topic: str, concepts: int = 4) -> TaskRecord:
+        """Record the roadmap and submit its creation task, linked to it."""
+        self.roadmaps.create(roadmap_id, concept_names(topic, concepts))
+        return self.trail.submit(
             "roadmap.create",
-            {"roadmap_id": roadmap_id, "topic": topic, "concepts": 3},
+            {"roadmap_id": roadmap_id, "topic": topic, "concepts": concepts},
             links=[Link("roadmap", roadmap_id, role="creation")],
             description=f"Generate the {topic} roadmap",
         )
-        ids.append(record.id)
-    return ids
+
+    def retry_content(self, roadmap_id: str, concept_id: str, content_type: str) -> TaskRecord:
+        """Seed 000's single-concept retry, done right: a persisted task, linked to the
+        roadmap and to the concept (one active retry per content, by dedupe key)."""
+        if content_type not in CONTENT_TYPES:
+            raise ValueError(f"content_type must be one of {', '.join(CONTENT_TYPES)}")
+        roadmap = self.roadmaps.get(roadmap_id)
+        if concept_id not in roadmap:
+            raise KeyError(concept_id)
+        self.roadmaps.set(roadmap_id, concept_id, content_type, "pending")
+        return self.trail.submit(
+            "roadmap.retry_content",
+            {"roadmap_id": roadmap_id, "concept_id": concept_id, "content_type": content_type},
+            links=[
+                Link("roadmap", roadmap_id, role=f"retry_{content_type}"),
+                Link("concept", concept_id),
+            ],
+            description=f"Regenerate the {content_type} of {concept_id}",
+        )
+
+    def router(self) -> APIRouter:
+        """The app's own endpoints: create a roadmap, retry one content, read a roadmap."""
+        api = APIRouter(prefix="/roadmaps", tags=["demo app"])
+
+        @api.post("/{roadmap_id}", status_code=201)
+        async def create(roadmap_id: str, topic: str, concepts: int = 4) -> dict[str, str]:
+            """Create a roadmap; answers its creation task's id."""
+            if not 1 <= concepts <= 20:
+                raise HTTPException(422, "concepts must be from 1 to 20")
+            return {"task_id": self.create_roadmap(roadmap_id, topic, concepts).id}
+
+        @api.post("/{roadmap_id}/concepts/{concept_id}/{content_type}/retry", status_code=201)
+        async def retry(roadmap_id: str, concept_id: str, content_type: str) -> dict[str, str]:
+            """Retry one concept's content; answers the retry task's id."""
+            try:
+                return {"task_id": self.retry_content(roadmap_id, concept_id, content_type).id}
+            except KeyError as exc:
+                raise HTTPException(404, f"no such roadmap or concept: {exc}") from None
+            except ValueError as exc:
+                raise HTTPException(422, str(exc)) from None
+
+        @api.get("/{roadmap_id}")
+        async def read(roadmap_id: str) -> dict[str, dict[str, str]]:
+            """The roadmap's concepts and their contents' statuses."""
+            try:
+                return self.roadmaps.get(roadmap_id)
+            except KeyError:
+                raise HTTPException(404, f"no roadmap {roadmap_id!r}") from None
+
+        return api
+
+    def mount(self, app: FastAPI) -> None:
+        """Add the app's own endpoints to ``app``."""
+        app.include_router(self.router())
+
+    def submit_samples(self) -> list[str]:
+        """Create two sample roadmaps; returns their creation tasks' ids."""
+        return [
+            self.create_roadmap(f"roadmap-{n}", topic, concepts=3).id
+            for n, topic in enumerate(("Python Basics", "SQL Joins"), start=1)
+        ]
 
 
-trail = Trail()
-register(trail)
+def concept_names(topic: str, concepts: int) -> list[str]:
+    """The concept ids of a roadmap about ``topic``."""
+    slug = topic.lower().replace(" ", "-")
+    return [f"{slug}-{n}" for n in range(1, concepts + 1)]
+
+
+_default: RoadmapApp | None = None
+
+
+def default_app() -> RoadmapApp:
+    """The demo app on the default database (``TASKTRAIL_DATABASE_URL``, else SQLite),
+    created on first use; ``TASKTRAIL_DEMO_ITEM_SECONDS`` sets how long each content takes."""
+    global _default
+    if _default is None:
+        seconds = float(os.environ.get("TASKTRAIL_DEMO_ITEM_SECONDS") or 0.3)
+        _default = RoadmapApp(Trail(), item_seconds=seconds, retry_seconds=seconds * 3)
+    return _default
+
+
+def __getattr__(name: str) -> Any:
+    # ``tasktrail.demo:trail`` without opening a database at import time.
+    if name == "trail":
+        return default_app().trail
+    raise AttributeError(name)

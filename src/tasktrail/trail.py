@@ -21,6 +21,7 @@ from tasktrail.executor import EmbeddedExecutor, Executor
 from tasktrail.records import EventRecord, ItemCounts, ItemRecord, Link, Page, TaskRecord
 from tasktrail.registry import Registry, TaskDefinition
 from tasktrail.runner import Runner
+from tasktrail.staleness import StaleProbe, StatusCheck, checked_items, uncovered
 from tasktrail.states import RUN, SCHEDULE, Status
 from tasktrail.store import Store, create_engine
 from tasktrail.store.migrate import ensure_schema
@@ -28,6 +29,7 @@ from tasktrail.submission import new_task
 
 DEFAULT_DATABASE_URL = "sqlite:///tasktrail.db"
 F = TypeVar("F", bound=Callable[..., Any])
+P = TypeVar("P", bound=Callable[[str], Any])
 Using = Connection | Session
 AsyncUsing = AsyncConnection | AsyncSession
 _PENDING_KEY = "tasktrail_pending_dispatch"
@@ -70,6 +72,7 @@ class Trail:
                 engine.dispose()
             raise
         self.store = Store(engine)
+        self.probes: dict[str, StaleProbe] = {}
         self.registry = Registry()
         self.executor: Executor = executor or EmbeddedExecutor()
         self.worker_name = worker_name or default_worker_name()
@@ -112,6 +115,25 @@ class Trail:
                     retry_on=retry_on,
                 )
             )
+            return function
+
+        return register
+
+    def stale_probe(self, resource_type: str, *, item_type: str | None = None) -> Callable[[P], P]:
+        """Register the decorated ``probe(resource_id)`` (sync or async) for ``resource_type``.
+
+        It returns the items of that resource that *claim* to be in progress, as dicts with
+        an ``"item"`` id and anything else worth showing, e.g. ``{"item": "c7",
+        "content_type": "tutorial", "status": "generating"}``. Each item is a resource of
+        type ``item_type`` (or of its own ``"type"``): a task linked to the item covers it;
+        a task linked to the resource and to no item covers them all. ``status_check``
+        reports the items nothing covers.
+        """
+        if not isinstance(resource_type, str) or not resource_type.strip():
+            raise InvalidInput("a stale probe's resource type must be a non-empty string")
+
+        def register(function: P) -> P:
+            self.probes[resource_type] = StaleProbe(resource_type, item_type, function)
             return function
 
         return register
@@ -272,6 +294,36 @@ class Trail:
         """How many of a task's items are in each status."""
         return self.store.item_counts(task_id)
 
+    def status_check(self, resource_type: str, resource_id: str) -> StatusCheck:
+        """The active tasks linked to the resource, and the items its stale probe reports
+        in progress that no active task covers (none without a probe). A task that was
+        killed or failed no longer covers anything, so its items show up as stale."""
+        probe = self.probes.get(resource_type)
+        active = self.tasks_for(resource_type, resource_id, active=True)
+        if probe is None:
+            return StatusCheck(resource_type, resource_id, tuple(active), ())
+        if probe.is_async:
+            raw = asyncio.run(probe.function(resource_id))
+        else:
+            raw = probe.function(resource_id)
+        return self._status_check(probe, resource_id, active, raw)
+
+    def _status_check(
+        self, probe: StaleProbe, resource_id: str, active: list[TaskRecord], raw: object
+    ) -> StatusCheck:
+        entries = checked_items(raw, probe)
+        # Read the tasks again after the probe: a task that finished while the probe ran
+        # would otherwise leave its items looking stale.
+        if entries:
+            active = self.tasks_for(probe.resource_type, resource_id, active=True)
+        stale = uncovered(
+            entries,
+            probe,
+            active,
+            lambda kind, key: bool(self.tasks_for(kind, key, active=True)),
+        )
+        return StatusCheck(probe.resource_type, resource_id, tuple(active), tuple(stale))
+
     # -- running in this thread ---------------------------------------------------------
 
     def run_pending(
@@ -363,6 +415,19 @@ class Trail:
         return await asyncio.to_thread(
             self.events, task_id, after=after, limit=limit, resource=resource
         )
+
+    async def status_check_async(self, resource_type: str, resource_id: str) -> StatusCheck:
+        """Async version of ``status_check``: an async probe runs on this event loop."""
+        probe = self.probes.get(resource_type)
+        if probe is None or not probe.is_async:
+            return await asyncio.to_thread(self.status_check, resource_type, resource_id)
+        active = await self.tasks_for_async(resource_type, resource_id, active=True)
+        raw = await probe.function(resource_id)
+        return await asyncio.to_thread(self._status_check, probe, resource_id, active, raw)
+
+    async def item_counts_async(self, task_id: str) -> ItemCounts:
+        """Async version of ``item_counts``."""
+        return await asyncio.to_thread(self.item_counts, task_id)
 
     async def items_async(self, task_id: str) -> list[ItemRecord]:
         """Async version of ``items``."""

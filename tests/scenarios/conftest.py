@@ -12,8 +12,11 @@ import pytest
 
 from tasktrail import Trail
 from tests.scenarios.processes import HEARTBEAT, ROOT, WorkerProcess
+from tests.support.fixtures import app_trail, base_url, client, thread_worker
 
 APP = "tests.scenarios.worker_app:trail"
+
+__all__ = ["app", "app_trail", "base_url", "client", "start_worker", "thread_worker"]
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """Hearing, across processes, that tasks were queued: PostgreSQL ``LISTEN``.
 
 The store sends ``pg_notify('tasktrail_queued', <queue>)`` in the same transaction that
-queues a task, so a listener hears it once that transaction commits. SQLite has no such
+queues a task, and ``pg_notify('tasktrail_events', <task id>)`` with every event row, so a
+listener hears them once that transaction commits (``listen_for_events`` serves the live
+event feed). SQLite has no such
 channel (nor do PostgreSQL drivers other than psycopg 3); there ``listen_for_queued``
 returns None and workers poll.
 """
@@ -15,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from tasktrail.store.store import QUEUED_CHANNEL
+from tasktrail.store.store import EVENTS_CHANNEL, QUEUED_CHANNEL
 
 logger = logging.getLogger("tasktrail.listen")
 #: How long one wait for notifications lasts; bounds how late ``close`` is noticed.
@@ -79,19 +81,17 @@ class QueueListener:
                         self._on_queued(notify.payload)
 
 
-def listen_for_queued(
-    engine: Engine,
-    on_queued: Callable[[str], None],
-    *,
-    queues: Collection[str] | None = None,
-) -> QueueListener | None:
-    """A started listener for tasks queued on ``engine``'s database, or None when the
-    database cannot notify (SQLite), in which case the caller must poll."""
-    if engine.dialect.name != "postgresql" or engine.dialect.driver != "psycopg":
-        return None
+def can_listen(engine: Engine) -> bool:
+    """Whether ``engine``'s database and driver can ``LISTEN`` (PostgreSQL with psycopg 3)."""
+    return engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
+
+
+def connector(engine: Engine) -> Callable[[], Any]:
+    """Opens an autocommit psycopg connection with ``engine``'s own connect arguments."""
 
     def connect() -> Any:
-        # The engine's own connect arguments, on a connection taken out of its pool.
+        # A connection taken out of the engine's pool, so it is made exactly as the
+        # engine makes them, and detached, so the pool forgets it.
         pooled = engine.raw_connection()
         conn = pooled.driver_connection
         pooled.detach()
@@ -100,7 +100,80 @@ def listen_for_queued(
         conn.autocommit = True
         return conn
 
-    listener = QueueListener(connect, on_queued, queues=queues)
+    return connect
+
+
+def listen_for_queued(
+    engine: Engine,
+    on_queued: Callable[[str], None],
+    *,
+    queues: Collection[str] | None = None,
+) -> QueueListener | None:
+    """A started listener for tasks queued on ``engine``'s database, or None when the
+    database cannot notify (SQLite), in which case the caller must poll."""
+    if not can_listen(engine):
+        return None
+    listener = QueueListener(connector(engine), on_queued, queues=queues)
     if not listener.start():
         logger.warning("LISTEN is not in place yet; relying on polling until it is")
+    return listener
+
+
+#: The event feed's listener waits shorter, so that it stops promptly.
+_EVENTS_WAIT_SECONDS = 0.5
+
+
+class NotificationListener:
+    """Calls ``callback()`` (in its own thread) for every notification on ``channel``, and
+    once after each (re)connect, since notifications sent while disconnected are lost."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        callback: Callable[[], None],
+        *,
+        channel: str = EVENTS_CHANNEL,
+    ) -> None:
+        self._connect = connect
+        self._callback = callback
+        self._channel = channel
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tasktrail-feed", daemon=True)
+
+    def start(self) -> None:
+        """Start listening in a background thread."""
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stop listening and close the connection; wait up to ``timeout`` seconds for the
+        thread to end (0: do not wait; it ends within a second on its own)."""
+        self._stopped.set()
+        if self._thread.is_alive() and timeout != 0:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        from psycopg import sql
+
+        while not self._stopped.is_set():
+            try:
+                with self._connect() as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    self._callback()
+                    while not self._stopped.is_set():
+                        for _ in conn.notifies(timeout=_EVENTS_WAIT_SECONDS):
+                            self._callback()
+                            if self._stopped.is_set():
+                                break
+            except Exception as exc:
+                logger.warning("LISTEN connection lost (%s); reconnecting", exc)
+                self._stopped.wait(_RECONNECT_SECONDS)
+
+
+def listen_for_events(engine: Engine, callback: Callable[[], None]) -> NotificationListener | None:
+    """A started listener calling ``callback()`` whenever events commit on ``engine``'s
+    database, or None when it cannot notify (the caller must poll)."""
+    if not can_listen(engine):
+        return None
+    listener = NotificationListener(connector(engine), callback)
+    listener.start()
     return listener

@@ -285,10 +285,17 @@ def links_of(task_ids: Collection[str]) -> sa.Select[Any]:
 
 
 def list_events(
-    *, task_id: str | None, resource: tuple[str, str] | None, after: int, limit: int
+    *,
+    task_id: str | None,
+    resource: tuple[str, str] | None,
+    after: int,
+    limit: int,
+    until: int | None = None,
 ) -> sa.Select[Any]:
-    """Events after the cursor ``after``, oldest first."""
+    """Events after the cursor ``after`` (up to ``until`` included), oldest first."""
     statement = sa.select(events).where(events.c.id > after)
+    if until is not None:
+        statement = statement.where(events.c.id <= until)
     if task_id is not None:
         statement = statement.where(events.c.task_id == task_id)
     if resource is not None:
@@ -297,6 +304,16 @@ def list_events(
         )
         statement = statement.where(events.c.task_id.in_(linked))
     return statement.order_by(events.c.id).limit(limit)
+
+
+def event_ids(after: int, limit: int) -> sa.Select[Any]:
+    """Ids of the events after ``after``, ascending."""
+    return sa.select(events.c.id).where(events.c.id > after).order_by(events.c.id).limit(limit)
+
+
+def last_event_id() -> sa.Select[Any]:
+    """The highest event id, 0 when there is none."""
+    return sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0))
 
 
 def heartbeat(worker: str, task_ids: Collection[str], now: datetime) -> sa.Update:

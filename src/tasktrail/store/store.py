@@ -46,6 +46,8 @@ from tasktrail.store.engine import WRITE
 
 EVENTS_CHANNEL = "tasktrail_events"
 QUEUED_CHANNEL = "tasktrail_queued"
+#: ``Connection.info`` key: this transaction wrote at least one event row.
+_WROTE_EVENTS = "tasktrail_wrote_events"
 
 
 def utcnow() -> datetime:
@@ -78,6 +80,17 @@ class Store:
         self.engine = engine
         self.dialect = engine.dialect.name
         self.clock = clock
+        self._event_listeners: list[Callable[[], None]] = []
+
+    def on_events(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener()`` (from the writing thread) after each transaction of this store
+        that wrote events has committed; returns a function that unregisters it.
+
+        Transactions joined through ``conn`` are not reported: readers find those by polling
+        or PostgreSQL ``NOTIFY``. Listeners must be quick and must not raise.
+        """
+        self._event_listeners.append(listener)
+        return lambda: self._event_listeners.remove(listener)
 
     # -- transactions -------------------------------------------------------------------
 
@@ -90,8 +103,13 @@ class Store:
             return
         with self.engine.connect() as own:
             own.execution_options(**{WRITE: True})
+            own.info.pop(_WROTE_EVENTS, None)
             with own.begin():
                 yield own
+            wrote_events = own.info.pop(_WROTE_EVENTS, False)
+        if wrote_events:
+            for listener in list(self._event_listeners):
+                listener()
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -106,6 +124,7 @@ class Store:
 
     def _event(self, conn: Connection, **values: Any) -> None:
         conn.execute(q.insert_event(now=values.pop("now", None) or self.clock(), **values))
+        conn.info[_WROTE_EVENTS] = True
         self._notify(conn, EVENTS_CHANNEL, values["task_id"])
 
     # -- creating -----------------------------------------------------------------------
@@ -701,13 +720,27 @@ class Store:
         resource: tuple[str, str] | None = None,
         after: int = 0,
         limit: int = 1000,
+        until: int | None = None,
     ) -> list[EventRecord]:
-        """Events after the cursor ``after``, oldest first."""
+        """Events after the cursor ``after`` (and up to ``until`` included), oldest first."""
         with self.reading() as c:
             rows = c.execute(
-                q.list_events(task_id=task_id, resource=resource, after=after, limit=limit)
+                q.list_events(
+                    task_id=task_id, resource=resource, after=after, limit=limit, until=until
+                )
             ).all()
         return [EventRecord.from_row(r._mapping) for r in rows]
+
+    def event_ids(self, *, after: int, limit: int = 10_000) -> list[int]:
+        """The ids of committed events after ``after``, ascending (gaps show ids that were
+        rolled back or whose transaction has not committed yet)."""
+        with self.reading() as c:
+            return list(c.execute(q.event_ids(after, limit)).scalars())
+
+    def last_event_id(self) -> int:
+        """The highest committed event id, 0 when there is none."""
+        with self.reading() as c:
+            return int(c.execute(q.last_event_id()).scalar_one())
 
     def items(self, task_id: str) -> list[ItemRecord]:
         """A task's items, by key."""

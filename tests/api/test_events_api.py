@@ -1,0 +1,138 @@
+"""``GET /events`` (SSE) and ``WS /ws``: filters, replay, resume, live tail, bad input."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from tasktrail import Trail
+from tests.support.fixtures import BackgroundWorker
+from tests.support.streams import count_of, has, read_sse, read_ws
+
+
+def create(client: httpx.Client, **body: Any) -> dict[str, Any]:
+    response = client.post("/api/v1/tasks", json={"name": "test.echo", **body})
+    assert response.status_code == 201, response.text
+    task: dict[str, Any] = response.json()
+    return task
+
+
+def history(client: httpx.Client, task_id: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = client.get(f"/api/v1/tasks/{task_id}/events").json()
+    return events
+
+
+def test_sse_replays_a_task_then_tails_it_live(
+    client: httpx.Client, base_url: str, app_trail: Trail
+) -> None:
+    task = create(client)
+    with BackgroundWorker(app_trail):
+        received = read_sse(
+            base_url, params={"task_id": task["id"]}, stop=has("transition", status="completed")
+        )
+    assert received == history(client, task["id"])
+    assert [e["status"] for e in received if e["type"] == "transition"] == [
+        "queued", "running", "completed",
+    ]  # fmt: skip
+
+
+def test_sse_and_ws_filter_by_resource(client: httpx.Client, base_url: str) -> None:
+    mine = create(client, links=[{"type": "roadmap", "id": "r1"}])
+    create(client, links=[{"type": "roadmap", "id": "r2"}])
+    also_mine = create(client, links=[{"type": "roadmap", "id": "r1"}])
+
+    params = {"resource_type": "roadmap", "resource_id": "r1"}
+    by_sse = read_sse(base_url, params=params, stop=count_of("transition", 2))
+    by_ws = read_ws(
+        base_url, query="resource_type=roadmap&resource_id=r1", stop=count_of("transition", 2)
+    )
+
+    assert [e["task_id"] for e in by_sse] == [mine["id"], also_mine["id"]]
+    assert by_ws == by_sse
+
+
+def test_resume_after_a_cursor_skips_what_was_seen(client: httpx.Client, base_url: str) -> None:
+    task = create(client, run_immediately=False)
+    client.post(f"/api/v1/tasks/{task['id']}/run")
+    client.post(f"/api/v1/tasks/{task['id']}/cancel")
+    full = history(client, task["id"])
+    assert len(full) == 3
+    first = full[0]["id"]
+
+    done = has("transition", status="cancelled")
+    by_header = read_sse(
+        base_url,
+        params={"task_id": task["id"], "after": 0},  # the header wins over ?after=
+        headers={"Last-Event-ID": str(first)},
+        stop=done,
+    )
+    by_query = read_sse(base_url, params={"task_id": task["id"], "after": first}, stop=done)
+    by_ws = read_ws(base_url, query=f"task_id={task['id']}&after={first}", stop=done)
+    assert by_header == by_query == by_ws == full[1:]
+
+
+def test_unfiltered_stream_starts_from_now(client: httpx.Client, base_url: str) -> None:
+    old = create(client, run_immediately=False)
+    received: list[list[dict[str, Any]]] = []
+    reader = threading.Thread(
+        target=lambda: received.append(read_sse(base_url, stop=has("transition")))
+    )
+    reader.start()
+    # The reader may connect before or after any one submit, so submit until it has one.
+    created = []
+    deadline = time.monotonic() + 20
+    while reader.is_alive() and time.monotonic() < deadline:
+        created.append(create(client)["id"])
+        reader.join(0.2)
+    assert received, "the SSE reader got nothing"
+    assert received[0][0]["task_id"] in created
+    assert all(e["task_id"] != old["id"] for e in received[0])
+
+
+def test_unfiltered_stream_tells_its_starting_point_for_an_exact_resume(
+    client: httpx.Client, base_url: str
+) -> None:
+    with (
+        httpx.Client(base_url=base_url, timeout=20) as http,
+        http.stream("GET", "/api/v1/events") as response,
+    ):
+        lines = response.iter_lines()
+        start = next(line for line in lines if line.startswith("id: "))[4:]
+        assert next(lines) == ""  # an id alone: no data, no event
+    # Disconnected before any event; one is written meanwhile.
+    missed = create(client)
+
+    resumed = read_sse(base_url, headers={"Last-Event-ID": start}, stop=has("transition"))
+    assert resumed[0]["task_id"] == missed["id"]
+    assert resumed[0]["id"] == int(start) + 1
+
+
+@pytest.mark.parametrize(
+    ("params", "headers"),
+    [
+        ({"resource_type": "roadmap"}, {}),
+        ({"after": -1}, {}),
+        ({"after": "soon"}, {}),
+        ({}, {"Last-Event-ID": "abc"}),
+    ],
+)
+def test_sse_refuses_bad_filters_with_422(
+    base_url: str, params: dict[str, Any], headers: dict[str, str]
+) -> None:
+    response = httpx.get(base_url + "/api/v1/events", params=params, headers=headers)
+    assert response.status_code == 422
+    assert response.json()["detail"]
+
+
+@pytest.mark.parametrize("query", ["after=-3", "after=x", "resource_id=r1"])
+def test_ws_refuses_bad_filters_with_422(base_url: str, query: str) -> None:
+    url = base_url.replace("http://", "ws://") + f"/api/v1/ws?{query}"
+    with pytest.raises(InvalidStatus) as refused, connect(url):
+        pass
+    assert refused.value.response.status_code == 422
