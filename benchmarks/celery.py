@@ -20,7 +20,7 @@ from pathlib import Path
 
 from celery.result import ResultSet
 
-from benchmarks.celery_apps import RESULT_BACKEND, plain, tracked_trail
+from benchmarks.celery_apps import PLAIN_TASK, RESULT_BACKEND, make_plain_app, tracked_trail
 
 TASKS = int(os.environ.get("BENCH_CELERY_TASKS", "1000"))
 CONCURRENCY = int(os.environ.get("BENCH_CELERY_CONCURRENCY", "2"))
@@ -64,10 +64,11 @@ def plain_celery(result_backend: str) -> float:
     queue = f"bench-plain-{uuid.uuid4().hex[:6]}"
     env = {"BENCH_RESULT_BACKEND": result_backend}
     with celery_worker("benchmarks.celery_apps:plain_app", queue, env):
+        client = make_plain_app(result_backend)
 
         def run() -> None:
-            results = [plain.apply_async((n,), queue=queue) for n in range(TASKS)]
-            ResultSet(results).join(timeout=600, interval=0.05)
+            results = [client.send_task(PLAIN_TASK, (n,), queue=queue) for n in range(TASKS)]
+            ResultSet(results, app=client).join(timeout=600, interval=0.05)
 
         return _timed(run)
 

@@ -32,14 +32,22 @@ def _configure(app: Celery) -> Celery:
     return app
 
 
-plain_app = _configure(Celery("bench_plain", broker=BROKER_URL, backend=RESULT_BACKEND))
+def make_plain_app(result_backend: str) -> Celery:
+    """Celery alone, storing results and ``update_state`` progress in ``result_backend``.
+    The worker and the client must build it with the same backend."""
+    app = _configure(Celery("bench_plain", broker=BROKER_URL, backend=result_backend))
+
+    def plain(task: Any, n: int) -> int:
+        for done, step in enumerate(STEPS, start=1):
+            task.update_state(state="PROGRESS", meta={"progress": done * 30, "step": step})
+        return n
+
+    app.task(name=PLAIN_TASK, bind=True)(plain)
+    return app
 
 
-@plain_app.task(name="bench.plain", bind=True)  # type: ignore[untyped-decorator]
-def plain(task: Any, n: int) -> int:
-    for done, step in enumerate(STEPS, start=1):
-        task.update_state(state="PROGRESS", meta={"progress": done * 30, "step": step})
-    return n
+PLAIN_TASK = "bench.plain"
+plain_app = make_plain_app(RESULT_BACKEND)
 
 
 tracked_app = _configure(Celery("bench_tracked", broker=BROKER_URL))
@@ -47,7 +55,7 @@ tracked_app = _configure(Celery("bench_tracked", broker=BROKER_URL))
 
 def tracked_trail(database_url: str) -> Trail:
     """The tasktrail side: a Trail on ``database_url`` sending its tasks to ``tracked_app``."""
-    trail = Trail(database_url, executor=CeleryExecutor(tracked_app))
+    trail = Trail(database_url, executor=CeleryExecutor(tracked_app), auto_migrate=True)
 
     @trail.task("bench.tracked")
     def tracked(ctx: TaskContext, n: int) -> int:
