@@ -161,3 +161,26 @@ def test_a_result_that_is_not_json_fails_the_task_without_retrying(trail: Trail)
     failed = trail.get(task.id)
     assert failed.status is Status.FAILED and failed.attempts == 1
     assert failed.error is not None and "JSON-serialisable" in failed.error
+
+
+def test_an_error_message_with_a_nul_character_is_still_recorded(trail: Trail) -> None:
+    @trail.task("nul.error")
+    def nul_error(ctx: TaskContext) -> None:
+        raise ValueError("bad byte \x00 here")
+
+    task = trail.submit("nul.error")
+    trail.run_pending()
+    failed = trail.get(task.id)
+    assert failed.status is Status.FAILED
+    assert failed.error == "ValueError: bad byte \\x00 here"
+
+
+def test_a_step_with_a_nul_character_is_refused(trail: Trail) -> None:
+    @trail.task("nul.step")
+    def nul_step(ctx: TaskContext) -> None:
+        ctx.progress(10, "step\x00")
+
+    task = trail.submit("nul.step")
+    trail.run_pending()
+    failed = trail.get(task.id)
+    assert failed.error is not None and "step must not contain NUL" in failed.error

@@ -41,6 +41,8 @@ def test_an_unknown_name_lists_the_registered_ones(tutorial: Trail) -> None:
         ({1: "r1"}, "params must be a JSON object"),
         ({}, "missing a required argument: 'roadmap_id'"),
         ({"roadmap_id": "r1", "colour": "red"}, "unexpected keyword argument 'colour'"),
+        ({"roadmap_id": "r\x001"}, "params must not contain NUL characters"),
+        ({"roadmap_id": {"x\x00": 1}}, "params must be JSON-serialisable|params must not"),
     ],
 )
 def test_bad_params_are_refused(tutorial: Trail, params: Any, message: str) -> None:
@@ -57,6 +59,7 @@ def test_bad_params_are_refused(tutorial: Trail, params: Any, message: str) -> N
         (lambda: Link("roadmap", "   "), "link id must be a non-empty string"),
         (lambda: Link("roadmap", 7), "link id must be a non-empty string"),  # type: ignore[arg-type]
         (lambda: Link("roadmap", "x" * 201), "longer than 200"),
+        (lambda: Link("road\x00map", "r1"), "link type must not contain NUL"),
     ],
 )
 def test_bad_links_are_refused(tutorial: Trail, link: Any, message: str) -> None:
@@ -76,6 +79,8 @@ def test_bad_links_are_refused(tutorial: Trail, link: Any, message: str) -> None
         ({"run_after": datetime(2030, 1, 1)}, "run_after must be a timezone-aware datetime"),
         ({"backoff": -1}, "backoff must be a number of seconds"),
         ({"priority": 1.5}, "priority must be a whole number"),
+        ({"dedupe_key": "a\x00b"}, "dedupe_key must not contain NUL"),
+        ({"description": "\x00"}, "description must not contain NUL"),
     ],
 )
 def test_bad_options_are_refused(tutorial: Trail, options: dict[str, Any], message: str) -> None:

@@ -16,6 +16,7 @@ from tasktrail.errors import InvalidInput, RunSuperseded, TaskCancelled
 from tasktrail.records import TaskRecord
 from tasktrail.states import ItemStatus
 from tasktrail.store import Store
+from tasktrail.text import refuse_nul, storable
 
 LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
 MAX_STEP_LENGTH = 200
@@ -40,6 +41,7 @@ def check_step(step: object) -> str | None:
         return None
     if not isinstance(step, str) or len(step) > MAX_STEP_LENGTH:
         raise InvalidInput(f"step must be a string of at most {MAX_STEP_LENGTH} characters")
+    refuse_nul(step, "step")
     return step
 
 
@@ -49,11 +51,12 @@ def check_json(value: object, what: str) -> None:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"{what} must be JSON-serialisable: {exc}") from None
+    refuse_nul(value, what)
 
 
 def describe_error(error: BaseException) -> str:
     """``"ValueError: bad input"``: the form errors are stored in."""
-    text = str(error)
+    text = storable(str(error))
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
@@ -137,6 +140,7 @@ class TaskContext:
             raise InvalidInput(f"log level must be one of {sorted(LOG_LEVELS)}, got {level!r}")
         if not isinstance(message, str):
             raise InvalidInput("log message must be a string")
+        refuse_nul(message, "log message")
         check_json(data, "log data")
         self._store.add_event(
             self.task_id,
@@ -231,6 +235,7 @@ def _check_item_keys(keys: list[str]) -> None:
                 f"item keys must be non-empty strings of at most {MAX_ITEM_KEY_LENGTH} "
                 f"characters, got {key!r}"
             )
+        refuse_nul(key, "item keys")
         if key in seen:
             raise InvalidInput(f"item key {key!r} is given twice")
         seen.add(key)

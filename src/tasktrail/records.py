@@ -12,6 +12,7 @@ from typing import Any
 
 from tasktrail.errors import InvalidInput
 from tasktrail.states import ItemStatus, Status
+from tasktrail.text import refuse_nul
 
 _MAX_RESOURCE_LENGTH = {"type": 100, "id": 200, "role": 100}
 
@@ -35,6 +36,7 @@ class Link:
                 continue
             if not isinstance(value, str) or not value.strip():
                 raise InvalidInput(f"link {name} must be a non-empty string, got {value!r}")
+            refuse_nul(value, f"link {name}")
             if len(value) > _MAX_RESOURCE_LENGTH[name]:
                 raise InvalidInput(
                     f"link {name} is longer than {_MAX_RESOURCE_LENGTH[name]} characters"

@@ -25,6 +25,7 @@ from tasktrail.registry import Registry, TaskDefinition
 from tasktrail.retries import DoNotRetry, backoff_delay, should_retry
 from tasktrail.states import BACK_OFF, CANCEL, COMPLETE, FAIL, PARTIAL_FAIL
 from tasktrail.store import Store
+from tasktrail.text import storable
 
 logger = logging.getLogger("tasktrail.runner")
 _FAILED_KEYS_SHOWN = 5
@@ -187,5 +188,5 @@ class Runner:
 def _error_details(error: BaseException) -> dict[str, Any]:
     return {
         "error_type": f"{type(error).__module__}.{type(error).__qualname__}",
-        "traceback": "".join(traceback.format_exception(error)),
+        "traceback": storable("".join(traceback.format_exception(error))),
     }

@@ -13,6 +13,7 @@ from tasktrail.records import Link
 from tasktrail.registry import TaskDefinition
 from tasktrail.states import initial_status
 from tasktrail.store import NewTask
+from tasktrail.text import refuse_nul
 
 MAX_ATTEMPTS_LIMIT = 1000
 MAX_DEDUPE_KEY_LENGTH = 300
@@ -90,6 +91,7 @@ def _backoff(value: object) -> float:
 
 
 def _queue(value: object) -> str:
+    refuse_nul(value, "queue")
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_QUEUE_LENGTH:
         raise InvalidInput(
             f"queue must be a non-empty string of at most {MAX_QUEUE_LENGTH} characters"
@@ -106,6 +108,7 @@ def _priority(value: object) -> int:
 def _dedupe_key(value: object) -> str | None:
     if value is None:
         return None
+    refuse_nul(value, "dedupe_key")
     if not isinstance(value, str) or not value or len(value) > MAX_DEDUPE_KEY_LENGTH:
         raise InvalidInput(
             f"dedupe_key must be a non-empty string of at most {MAX_DEDUPE_KEY_LENGTH} characters"
@@ -116,4 +119,5 @@ def _dedupe_key(value: object) -> str | None:
 def _description(value: object) -> str | None:
     if value is not None and not isinstance(value, str):
         raise InvalidInput("description must be a string")
+    refuse_nul(value, "description")
     return value

@@ -26,6 +26,7 @@ from tasktrail.states import RUN, SCHEDULE, Status
 from tasktrail.store import Store, create_engine
 from tasktrail.store.migrate import ensure_schema
 from tasktrail.submission import new_task
+from tasktrail.text import refuse_nul
 
 DEFAULT_DATABASE_URL = "sqlite:///tasktrail.db"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -230,6 +231,7 @@ class Trail:
         ``InvalidTransition``."""
         if reason is not None and not isinstance(reason, str):
             raise InvalidInput("reason must be a string")
+        refuse_nul(reason, "reason")
         record = self.store.cancel(task_id, reason=reason, actor=actor)
         return self.executor.cancelled(record) or record
 
