@@ -38,3 +38,26 @@ def heartbeat_timeout_from_env() -> float:
     """Seconds of silence after which a run counts as lost:
     ``TASKTRAIL_HEARTBEAT_TIMEOUT``, else 30."""
     return seconds_from_env("TASKTRAIL_HEARTBEAT_TIMEOUT", DEFAULT_HEARTBEAT_TIMEOUT)
+
+
+def heartbeat_settings(interval: float | None, timeout: float | None) -> tuple[float, float]:
+    """The heartbeat interval and timeout: the arguments when given, else the environment.
+
+    ``InvalidInput`` unless both are positive and the timeout outlasts several beats.
+    """
+    interval = (
+        positive("heartbeat_interval", interval)
+        if interval is not None
+        else heartbeat_interval_from_env()
+    )
+    timeout = (
+        positive("heartbeat_timeout", timeout)
+        if timeout is not None
+        else (heartbeat_timeout_from_env())
+    )
+    if timeout <= interval:
+        raise InvalidInput(
+            f"the heartbeat timeout ({timeout:g}s) must be longer than the "
+            f"heartbeat interval ({interval:g}s)"
+        )
+    return interval, timeout

@@ -31,7 +31,7 @@ from tasktrail.errors import InvalidInput, InvalidTransition, RunSuperseded
 from tasktrail.executor import EmbeddedExecutor
 from tasktrail.records import TaskRecord
 from tasktrail.runner import Runner
-from tasktrail.settings import heartbeat_interval_from_env, heartbeat_timeout_from_env, positive
+from tasktrail.settings import heartbeat_settings, positive
 from tasktrail.states import CANCEL, REQUEUE, Status
 from tasktrail.store.listen import QueueListener, listen_for_queued
 from tasktrail.trail import Trail
@@ -98,21 +98,9 @@ class Worker:
         self.concurrency = concurrency
         self.queues = frozenset(queues) if queues else None
         self.name = name or trail.worker_name
-        self.heartbeat_interval = (
-            positive("heartbeat_interval", heartbeat_interval)
-            if heartbeat_interval is not None
-            else heartbeat_interval_from_env()
+        self.heartbeat_interval, self.heartbeat_timeout = heartbeat_settings(
+            heartbeat_interval, heartbeat_timeout
         )
-        self.heartbeat_timeout = (
-            positive("heartbeat_timeout", heartbeat_timeout)
-            if heartbeat_timeout is not None
-            else heartbeat_timeout_from_env()
-        )
-        if self.heartbeat_timeout <= self.heartbeat_interval:
-            raise InvalidInput(
-                f"the heartbeat timeout ({self.heartbeat_timeout:g}s) must be longer than the "
-                f"heartbeat interval ({self.heartbeat_interval:g}s)"
-            )
         self._poll_interval = (
             positive("poll_interval", poll_interval) if poll_interval is not None else None
         )

@@ -41,7 +41,7 @@ from tasktrail.errors import RunSuperseded, TaskNotFound
 from tasktrail.executor import Executor
 from tasktrail.records import TaskRecord
 from tasktrail.runner import Runner
-from tasktrail.settings import heartbeat_interval_from_env, heartbeat_timeout_from_env, positive
+from tasktrail.settings import heartbeat_settings, positive
 from tasktrail.states import CANCEL, Status
 
 if TYPE_CHECKING:
@@ -84,15 +84,8 @@ class CeleryExecutor(Executor):
         self.app = app
         self.terminate_on_cancel = terminate_on_cancel
         self.missing_task_retries = missing_task_retries
-        self.heartbeat_interval = (
-            positive("heartbeat_interval", heartbeat_interval)
-            if heartbeat_interval is not None
-            else heartbeat_interval_from_env()
-        )
-        self.heartbeat_timeout = (
-            positive("heartbeat_timeout", heartbeat_timeout)
-            if heartbeat_timeout is not None
-            else heartbeat_timeout_from_env()
+        self.heartbeat_interval, self.heartbeat_timeout = heartbeat_settings(
+            heartbeat_interval, heartbeat_timeout
         )
         self.redispatch_after = positive("redispatch_after", redispatch_after)
         self._trail: Trail | None = None
