@@ -39,9 +39,9 @@ def test_db_upgrade_current_downgrade(empty_database_url: str) -> None:
 
 
 def test_tasks_list_show_retry_cancel(database_url: str) -> None:
-    app = "tests.apps.sample:trail"
+    app = "tests.support.sample_app:trail"
     trail = Trail(database_url)
-    from tests.apps import sample
+    from tests.support import sample_app as sample
 
     trail.registry = sample.trail.registry
     failed = trail.submit("sample.fail")

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from tasktrail import Trail
-from tests.apps.celery_app import BROKER_URL, make_trail, side_effects
 from tests.conftest import service_missing
+from tests.support.celery_app import BROKER_URL, make_trail, side_effects
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,7 +98,7 @@ def start_worker(
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [
-                    sys.executable, "-m", "celery", "-A", "tests.apps.celery_app:celery_app",
+                    sys.executable, "-m", "celery", "-A", "tests.support.celery_app:celery_app",
                     "worker", "-P", "prefork", "-c", str(concurrency), "-Q", queue,
                     "-n", f"{name}-{queue}@%h", "--without-heartbeat", "--without-mingle",
                     "--without-gossip", "-l", "info",
@@ -121,12 +121,3 @@ def start_worker(
     yield start
     for worker in started:
         worker.stop()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until true; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)

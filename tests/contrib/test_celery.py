@@ -13,8 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from tasktrail import Status, Trail
-from tests.apps.celery_app import make_trail, side_effects
-from tests.contrib.conftest import StartWorker, wait_until
+from tests.contrib.conftest import StartWorker
+from tests.support.celery_app import make_trail, side_effects
+from tests.support.polling import eventually
 
 
 def _statuses(trail: Trail, ids: list[str]) -> Counter[Status]:
@@ -34,10 +35,9 @@ def test_a_thousand_tasks_on_two_workers_each_run_once_with_celery_ids(
     start_worker("w2")
     ids = [celery_trail.submit("celery.record", {"n": n}, queue=queue).id for n in range(1000)]
 
-    wait_until(
+    eventually(
         lambda: len(celery_trail.list_tasks(status=["queued", "running"], limit=1).items) == 0,
-        180,
-        "all tasks to finish",
+        timeout=180,
     )
 
     assert _statuses(celery_trail, ids) == {Status.COMPLETED: 1000}
@@ -81,7 +81,7 @@ def test_tasks_submitted_while_the_broker_is_down_run_once_it_is_back(
             "w1",
             extra_env={"TASKTRAIL_TEST_REDIS_URL": broker, "TASKTRAIL_TEST_REDISPATCH_AFTER": "1"},
         )
-        wait_until(lambda: _statuses(trail, ids) == {Status.COMPLETED: 20}, 60, "completion")
+        eventually(lambda: _statuses(trail, ids) == {Status.COMPLETED: 20}, timeout=60)
         assert set(_runs(trail).values()) == {1}
     finally:
         redis_process.terminate()
@@ -98,12 +98,12 @@ def test_a_worker_killed_mid_task_is_recovered_by_the_other(
         name: start_worker(name, concurrency=1, extra_env=fast_beats) for name in ("w1", "w2")
     }
     task = celery_trail.submit("celery.long", {"seconds": 2.0}, queue=queue)
-    wait_until(lambda: celery_trail.get(task.id).status is Status.RUNNING, 30, "the run")
+    eventually(lambda: celery_trail.get(task.id).status is Status.RUNNING, timeout=30)
     first = celery_trail.get(task.id)
     victim = next(name for name in workers if f"{name}-{queue}@" in (first.worker or ""))
     workers[victim].kill()
 
-    wait_until(lambda: celery_trail.get(task.id).status is Status.COMPLETED, 60, "recovery")
+    eventually(lambda: celery_trail.get(task.id).status is Status.COMPLETED, timeout=60)
 
     done = celery_trail.get(task.id)
     assert done.attempts == 2 and done.worker != first.worker
@@ -125,7 +125,7 @@ def test_backoff_retries_are_tasktrails_own(
 ) -> None:
     start_worker("w1")
     task = celery_trail.submit("celery.flaky", queue=queue)
-    wait_until(lambda: celery_trail.get(task.id).status is Status.COMPLETED, 60, "success")
+    eventually(lambda: celery_trail.get(task.id).status is Status.COMPLETED, timeout=60)
 
     done = celery_trail.get(task.id)
     assert (done.attempts, done.result) == (3, 3)
@@ -145,13 +145,13 @@ def test_terminate_on_cancel_kills_a_run_that_never_checks(
     trail = make_trail(postgres_url, redis_broker, terminate_on_cancel=True)
     start_worker("w1", concurrency=1)
     task = trail.submit("celery.stubborn", {"seconds": 300}, queue=queue)
-    wait_until(lambda: trail.get(task.id).status is Status.RUNNING, 30, "the run")
+    eventually(lambda: trail.get(task.id).status is Status.RUNNING, timeout=30)
 
     cancelled = trail.cancel(task.id, reason="stuck")
 
     assert cancelled.status is Status.CANCELLED
     assert trail.get(task.id) == cancelled
     after = trail.submit("celery.stubborn", {"seconds": 0}, queue=queue)
-    wait_until(lambda: trail.get(after.id).status is Status.COMPLETED, 30, "the next task")
+    eventually(lambda: trail.get(after.id).status is Status.COMPLETED, timeout=30)
     assert trail.get(task.id).status is Status.CANCELLED  # not reaped, not retried
     trail.close()

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from tasktrail import Status, Trail, Worker
-from tests.apps.celery_app import make_trail, register, side_effects
-from tests.contrib.conftest import StartWorker, wait_until
+from tests.contrib.conftest import StartWorker
+from tests.support.celery_app import make_trail, register, side_effects
+from tests.support.polling import eventually
 
 
 @dataclass
@@ -68,7 +69,7 @@ def test_a_cancelled_queued_task_never_runs(setup: Setup) -> None:
     later = trail.submit("celery.record", {"n": 2}, queue=setup.queue)
     setup.start_workers()
 
-    wait_until(_is(trail, later.id, Status.COMPLETED), 30, "the later task")
+    eventually(_is(trail, later.id, Status.COMPLETED), timeout=30)
     assert _moves(trail, doomed.id) == [(None, Status.QUEUED), (Status.QUEUED, Status.CANCELLED)]
     assert trail.get(doomed.id).attempts == 0
 
@@ -78,11 +79,11 @@ def test_a_cancelled_running_task_stops_at_its_next_progress(setup: Setup) -> No
     trail = setup.trail
     setup.start_workers()
     task = trail.submit("celery.long", {"seconds": 60}, queue=setup.queue)
-    wait_until(_is(trail, task.id, Status.RUNNING), 30, "the run")
+    eventually(_is(trail, task.id, Status.RUNNING), timeout=30)
 
     asked = trail.cancel(task.id, reason="by user")
     assert asked.status is Status.RUNNING and asked.cancel_requested_at is not None
-    wait_until(_is(trail, task.id, Status.CANCELLED), 10, "the cancel")
+    eventually(_is(trail, task.id, Status.CANCELLED), timeout=10)
 
     cancelled = trail.get(task.id)
     assert cancelled.completed_at is not None and cancelled.error is None
@@ -97,11 +98,11 @@ def test_retrying_a_failed_task_runs_it_again_until_it_succeeds(setup: Setup) ->
     setup.start_workers()
     task = trail.submit("celery.fails_twice", queue=setup.queue)
     for attempt in (1, 2):
-        wait_until(_is(trail, task.id, Status.FAILED), 30, f"failure {attempt}")
+        eventually(_is(trail, task.id, Status.FAILED), timeout=30)
         assert trail.get(task.id).error == f"RuntimeError: attempt {attempt} failed"
         retried = trail.retry(task.id)
         assert (retried.status, retried.error, retried.completed_at) == (Status.QUEUED, None, None)
-    wait_until(_is(trail, task.id, Status.COMPLETED), 30, "success")
+    eventually(_is(trail, task.id, Status.COMPLETED), timeout=30)
 
     done = trail.get(task.id)
     assert (done.attempts, done.result, done.error) == (3, 3, None)

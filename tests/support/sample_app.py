@@ -1,4 +1,5 @@
-"""A small app for tests that run the real ``tasktrail`` command: ``--app tests.apps.sample:trail``.
+"""A small app for tests that run the real ``tasktrail`` command:
+``--app tests.support.sample_app:trail``.
 
 The database comes from TASKTRAIL_DATABASE_URL, like any app's.
 """

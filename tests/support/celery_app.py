@@ -1,5 +1,5 @@
 """Test task functions, and a Celery app for tests that start real ``celery worker`` processes:
-``celery -A tests.apps.celery_app:celery_app worker``. The database comes from
+``celery -A tests.support.celery_app:celery_app worker``. The database comes from
 TASKTRAIL_DATABASE_URL and the broker from TASKTRAIL_TEST_REDIS_URL."""
 
 from __future__ import annotations
