@@ -364,7 +364,8 @@ def next_run_after() -> sa.Select[Any]:
 
 
 def _transition_name() -> sa.ColumnElement[str]:
-    return events.c.data["transition"].as_string()
+    name: sa.ColumnElement[str] = events.c.data["transition"].as_string()
+    return name
 
 
 def status_counts(
