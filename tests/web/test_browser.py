@@ -18,6 +18,11 @@ def status_of(http: httpx.Client, task_id: str) -> str:
     return status
 
 
+def events_of(http: httpx.Client, task_id: str) -> list[dict[str, object]]:
+    events: list[dict[str, object]] = http.get(f"/api/v1/tasks/{task_id}/events").json()
+    return events
+
+
 def test_progress_moves_live_then_cancel_and_retry_from_the_page(
     page: Page, server: str, http: httpx.Client
 ) -> None:
@@ -26,6 +31,7 @@ def test_progress_moves_live_then_cancel_and_retry_from_the_page(
     created = http.post("/api/v1/tasks", json={"name": "web.long", "params": {}})
     task_id = created.json()["id"]
     eventually(lambda: status_of(http, task_id) == "running")
+    expect(page.locator('[data-count="running"] b')).to_have_text("1")
 
     page.goto(f"{server}/tasks/{task_id}")
     task = page.locator(f'article[data-task-id="{task_id}"]')
@@ -63,10 +69,18 @@ def test_a_dismissed_confirmation_changes_nothing(
     task_id = http.post("/api/v1/tasks", json={"name": "web.long", "params": {}}).json()["id"]
     eventually(lambda: status_of(http, task_id) == "running")
     page.goto(f"{server}/tasks/{task_id}")
+    page.evaluate("window.notReloaded = true")
     page.once("dialog", lambda dialog: dialog.dismiss())
     page.locator("#cancel").click()
+    # Let live progress arrive after the click: a form that went out would have navigated.
+    start = float(page.locator(".progress progress").evaluate("node => node.value"))
+    page.wait_for_function(
+        "start => document.querySelector('.progress progress').value >= start + 2", arg=start
+    )
+    assert page.evaluate("window.notReloaded === true")
     expect(page.locator("#cancel")).to_be_enabled()
     assert status_of(http, task_id) == "running"
+    assert "cancel_requested" not in [e["type"] for e in events_of(http, task_id)]
     http.post(f"/api/v1/tasks/{task_id}/cancel")
 
 

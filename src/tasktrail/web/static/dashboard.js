@@ -42,6 +42,31 @@
     }
   }
 
+  // Status counts change with every transition; fetch the page again (at most once a
+  // second) and swap in its counts, which the server rendered and escaped.
+  var countsTimer = null;
+  function refreshCounts() {
+    var counts = document.querySelector("ul.counts");
+    if (!counts || countsTimer) {
+      return;
+    }
+    countsTimer = window.setTimeout(function () {
+      countsTimer = null;
+      fetch(window.location.href, { credentials: "same-origin" })
+        .then(function (response) { return response.ok ? response.text() : null; })
+        .then(function (html) {
+          if (!html) {
+            return;
+          }
+          var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("ul.counts");
+          if (fresh) {
+            counts.replaceWith(document.importNode(fresh, true));
+          }
+        })
+        .catch(function () { /* the next transition tries again */ });
+    }, 1000);
+  }
+
   var source = new EventSource(url, { withCredentials: true });
   source.onmessage = function (message) {
     var event = JSON.parse(message.data);
@@ -50,6 +75,9 @@
       source.close();
       window.location.reload();
       return;
+    }
+    if (event.type === "transition") {
+      refreshCounts();
     }
     document.querySelectorAll("[data-task-id]").forEach(function (scope) {
       if (scope.dataset.taskId === event.task_id) {
