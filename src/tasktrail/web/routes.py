@@ -119,6 +119,8 @@ def router(trail: Trail, feed: Feed, *, token: str | None, root: str = "") -> AP
             "queue": queue or None,
             "resource": resource or None,
         }
+        # Read the cursor first: the stream then resumes right after what this page shows.
+        last = trail.store.last_event_id()
         try:
             pair = _resource(filters["resource"])
             listing = trail.list_tasks(
@@ -149,18 +151,20 @@ def router(trail: Trail, feed: Feed, *, token: str | None, root: str = "") -> AP
             status_url=lambda s: f"{root}/?{urlencode({**kept, 'status': s})}",
             next_url=next_url,
             first_page=cursor is not None,
-            stream=f"{root}/stream",
+            stream=f"{root}/stream?after={last}",
         )
 
     @web.get("/tasks/{task_id}")
     def task_page(request: Request, task_id: str) -> Response:
         if (redirect := login_first(request)) is not None:
             return redirect
+        # History before the task: a change in between is then in the live stream, which
+        # reloads the page, rather than lost between the two reads.
+        history = trail.events(task_id, limit=10_000)
         try:
             task = trail.get(task_id)
         except TaskNotFound:
             return page(request, "missing.html", status_code=404, what=f"task {task_id}")
-        history = trail.events(task_id, limit=10_000)
         counts = trail.item_counts(task_id)
         last = history[-1].id if history else 0
         return page(
@@ -200,6 +204,7 @@ def router(trail: Trail, feed: Feed, *, token: str | None, root: str = "") -> AP
     def resource_page(request: Request, resource_type: str, resource_id: str) -> Response:
         if (redirect := login_first(request)) is not None:
             return redirect
+        last = trail.store.last_event_id()
         check = trail.status_check(resource_type, resource_id)
         return page(
             request,
@@ -209,7 +214,9 @@ def router(trail: Trail, feed: Feed, *, token: str | None, root: str = "") -> AP
             tasks=trail.tasks_for(resource_type, resource_id),
             check=check,
             stream=f"{root}/stream?"
-            + urlencode({"resource_type": resource_type, "resource_id": resource_id}),
+            + urlencode(
+                {"resource_type": resource_type, "resource_id": resource_id, "after": last}
+            ),
         )
 
     @web.get("/overview")
