@@ -80,9 +80,12 @@ class Bar:
     label: str
 
 
-def bars(values: Sequence[float], labels: Sequence[str], *, height: float = 40) -> list[Bar]:
-    """Bars for ``values`` scaled so the largest fills ``height`` (100 units wide)."""
-    top = max(values, default=0) or 1
+def bars(
+    values: Sequence[float], labels: Sequence[str], *, height: float = 40, top: float = 0
+) -> list[Bar]:
+    """Bars for ``values`` over 100 units of width; a value of ``top`` (default: the
+    largest value) fills ``height``."""
+    top = top or max(values, default=0) or 1
     width = 100 / max(len(values), 1)
     result = []
     for index, (value, label) in enumerate(zip(values, labels, strict=True)):

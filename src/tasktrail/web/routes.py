@@ -238,7 +238,7 @@ def router(trail: Trail, feed: Feed, *, token: str | None, root: str = "") -> AP
             queues=[(q, [counts.get((q, s), 0) for s in Status], oldest.get(q)) for q in queues],
             now=now,
             throughput=present.bars([float(c) for c in flow.completed], labels),
-            failures=present.bars(rates, labels),
+            failures=present.bars(rates, labels, top=100),
             completed_total=sum(flow.completed),
             failed_total=sum(flow.failed),
             recoveries=store.lost_recoveries(),
