@@ -1,4 +1,5 @@
-"""``tasktrail serve``: the API and an embedded worker in one process, on uvicorn."""
+"""``tasktrail serve``: the API, the dashboard and an embedded worker in one process, on
+uvicorn."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
+import tasktrail.web
 from tasktrail.api import create_app
 from tasktrail.api.security import configured_token
 from tasktrail.errors import InvalidInput
+from tasktrail.feed import Feed
 from tasktrail.trail import Trail
 from tasktrail.worker import Worker
 
@@ -63,6 +66,15 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def build_app(trail: Trail, *, token: str | None) -> FastAPI:
+    """What ``tasktrail serve`` serves: the API, ``/healthz``, the dashboard at ``/`` and
+    ``/metrics``, sharing one event feed."""
+    feed = Feed(trail.store)
+    app = create_app(trail, token=token, feed=feed)
+    tasktrail.web.mount(app, trail, token=token, feed=feed)
+    return app
+
+
 def serve(
     trail: Trail,
     *,
@@ -74,9 +86,9 @@ def serve(
     customize: Callable[[FastAPI], None] | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve the API for ``trail`` (and run its tasks with an embedded worker unless
-    ``worker`` is false) until SIGINT/SIGTERM; running tasks are given back to the queue
-    if they do not finish within the worker's shutdown timeout.
+    """Serve the API and the dashboard for ``trail`` (and run its tasks with an embedded
+    worker unless ``worker`` is false) until SIGINT/SIGTERM; running tasks are given back
+    to the queue if they do not finish within the worker's shutdown timeout.
 
     ``customize(app)`` may add routes before serving; ``on_ready(url)`` is called once the
     socket is bound. Refuses a non-loopback ``host`` without an API token unless
@@ -84,7 +96,7 @@ def serve(
     """
     token = configured_token(None)
     check_exposure(host, token, insecure=insecure)
-    app = create_app(trail, token=token)
+    app = build_app(trail, token=token)
     if customize is not None:
         customize(app)
     sock = bind(host, port)

@@ -6,7 +6,7 @@ Dialect differences live here too: ``dialect`` is ``"postgresql"`` or ``"sqlite"
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
 from tasktrail.schema import events, items, links, tasks
-from tasktrail.states import ACTIVE, INCREMENT, NOW, ItemStatus, Status, Transition
+from tasktrail.states import ACTIVE, INCREMENT, NOW, TERMINAL, ItemStatus, Status, Transition
 
 
 def insert_ignoring_conflicts(
@@ -358,3 +358,107 @@ def stale_queued(cutoff: datetime, limit: int) -> sa.Select[Any]:
 def next_run_after() -> sa.Select[Any]:
     """When the earliest scheduled task becomes due."""
     return sa.select(sa.func.min(tasks.c.run_after)).where(tasks.c.status == Status.SCHEDULED.value)
+
+
+# -- aggregates for the dashboard and /metrics ------------------------------------------
+
+
+def _transition_name() -> sa.ColumnElement[str]:
+    name: sa.ColumnElement[str] = events.c.data["transition"].as_string()
+    return name
+
+
+def status_counts(
+    *, name: str | None, queue: str | None, resource: tuple[str, str] | None
+) -> sa.Select[Any]:
+    """``(status, count)`` of the tasks matching the filters (every status)."""
+    statement = sa.select(tasks.c.status, sa.func.count()).select_from(tasks)
+    if resource is not None:
+        statement = statement.join(links, links.c.task_id == tasks.c.id).where(
+            links.c.resource_type == resource[0], links.c.resource_id == resource[1]
+        )
+    if name is not None:
+        statement = statement.where(tasks.c.name == name)
+    if queue is not None:
+        statement = statement.where(tasks.c.queue == queue)
+    return statement.group_by(tasks.c.status)
+
+
+def queue_status_counts() -> sa.Select[Any]:
+    """``(queue, status, count)`` over every task."""
+    return sa.select(tasks.c.queue, tasks.c.status, sa.func.count()).group_by(
+        tasks.c.queue, tasks.c.status
+    )
+
+
+def oldest_queued() -> sa.Select[Any]:
+    """``(queue, oldest queued_at)`` of the queues with queued tasks."""
+    return (
+        sa.select(tasks.c.queue, sa.func.min(tasks.c.queued_at))
+        .where(tasks.c.status == Status.QUEUED.value)
+        .group_by(tasks.c.queue)
+    )
+
+
+def transition_counts() -> sa.Select[Any]:
+    """``(transition name, to_status, count)`` of every transition event ever recorded."""
+    name = _transition_name().label("transition")
+    return (
+        sa.select(name, events.c.to_status, sa.func.count())
+        .where(events.c.type == "transition")
+        .group_by(name, events.c.to_status)
+    )
+
+
+def lost_recoveries(limit: int) -> sa.Select[Any]:
+    """The latest transition events of lost-worker recoveries, newest first."""
+    return (
+        sa.select(events)
+        .where(events.c.type == "transition", _transition_name() == "lose")
+        .order_by(events.c.id.desc())
+        .limit(limit)
+    )
+
+
+def _seconds_between(
+    start: sa.ColumnElement[Any], end: sa.ColumnElement[Any], dialect: str
+) -> sa.ColumnElement[float]:
+    if dialect == "postgresql":
+        return sa.cast(sa.extract("epoch", end - start), sa.Float)
+    # SQLite keeps timestamps as ISO text, which julianday() reads (days, fractional).
+    return (sa.func.julianday(end) - sa.func.julianday(start)) * 86400.0
+
+
+def run_duration_histogram(dialect: str, bounds: Sequence[float]) -> sa.Select[Any]:
+    """One row: for each bound, how many finished tasks' last run took at most that many
+    seconds; then the count and the sum of all those durations."""
+    duration = _seconds_between(tasks.c.started_at, tasks.c.completed_at, dialect)
+    columns: list[sa.ColumnElement[Any]] = [
+        sa.func.coalesce(sa.func.sum(sa.case((duration <= bound, 1), else_=0)), 0)
+        for bound in bounds
+    ]
+    columns += [sa.func.count(), sa.func.coalesce(sa.func.sum(duration), 0.0)]
+    return sa.select(*columns).where(
+        tasks.c.status.in_([s.value for s in TERMINAL]),
+        tasks.c.started_at.is_not(None),
+        tasks.c.completed_at.is_not(None),
+    )
+
+
+def finished_per_bucket(since: datetime, width: timedelta, buckets: int) -> sa.Select[Any]:
+    """One row: for each of ``buckets`` consecutive windows of ``width`` from ``since``, how
+    many runs ended ``completed`` and how many ended ``failed`` or ``partial_failure``."""
+    failed = [Status.FAILED.value, Status.PARTIAL_FAILURE.value]
+    columns: list[sa.ColumnElement[Any]] = []
+    for index in range(buckets):
+        start, end = since + width * index, since + width * (index + 1)
+        inside = sa.and_(events.c.created_at >= start, events.c.created_at < end)
+        completed = sa.and_(inside, events.c.to_status == Status.COMPLETED.value)
+        failing = sa.and_(inside, events.c.to_status.in_(failed))
+        columns.append(sa.func.coalesce(sa.func.sum(sa.case((completed, 1), else_=0)), 0))
+        columns.append(sa.func.coalesce(sa.func.sum(sa.case((failing, 1), else_=0)), 0))
+    return sa.select(*columns).where(
+        events.c.type == "transition",
+        events.c.created_at >= since,
+        events.c.from_status == Status.RUNNING.value,
+    )

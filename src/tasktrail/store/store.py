@@ -42,6 +42,7 @@ from tasktrail.states import (
     retry_transition,
 )
 from tasktrail.store import statements as q
+from tasktrail.store.aggregates import AggregateQueries
 from tasktrail.store.engine import WRITE
 
 EVENTS_CHANNEL = "tasktrail_events"
@@ -73,7 +74,7 @@ class NewTask:
     links: tuple[Link, ...]
 
 
-class Store:
+class Store(AggregateQueries):
     """Reads and writes tasks, links, items and events on one engine."""
 
     def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utcnow) -> None:

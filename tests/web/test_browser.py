@@ -1,0 +1,104 @@
+"""The dashboard in a real Chromium against a real server, on each backend."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+from playwright.sync_api import Page, expect
+
+from tasktrail import Trail
+from tests.support.polling import eventually
+from tests.web.apps import EVIL_ERROR, EVIL_NAME, EVIL_PARAM, EVIL_STEP
+from tests.web.conftest import ARTIFACTS
+
+
+def status_of(http: httpx.Client, task_id: str) -> str:
+    status: str = http.get(f"/api/v1/tasks/{task_id}").json()["status"]
+    return status
+
+
+def events_of(http: httpx.Client, task_id: str) -> list[dict[str, object]]:
+    events: list[dict[str, object]] = http.get(f"/api/v1/tasks/{task_id}/events").json()
+    return events
+
+
+def test_progress_moves_live_then_cancel_and_retry_from_the_page(
+    page: Page, server: str, http: httpx.Client
+) -> None:
+    page.goto(server + "/")
+    expect(page.locator("h1")).to_have_text("Tasks")
+    created = http.post("/api/v1/tasks", json={"name": "web.long", "params": {}})
+    task_id = created.json()["id"]
+    eventually(lambda: status_of(http, task_id) == "running")
+    expect(page.locator('[data-count="running"] b')).to_have_text("1")
+
+    page.goto(f"{server}/tasks/{task_id}")
+    task = page.locator(f'article[data-task-id="{task_id}"]')
+    expect(task.locator('h1 [data-field="status"]')).to_have_text("running")
+    bar = task.locator('.progress progress[data-field="progress"]')
+    start = float(bar.evaluate("node => node.value"))
+    page.evaluate("window.notReloaded = true")
+    page.wait_for_function(
+        "start => document.querySelector('.progress progress').value >= start + 5", arg=start
+    )
+    expect(page.locator("#task-step")).to_have_text(re.compile(r"step \d+"))
+    assert page.evaluate("window.notReloaded === true"), "the page reloaded to show progress"
+    expect(page.locator("#retry")).to_be_disabled()
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#cancel").click()
+    expect(page.locator('h1 [data-field="status"]')).to_have_text("cancelled")
+    expect(page.locator("#cancel")).to_be_disabled()
+    expect(page.locator("#retry")).to_be_enabled()
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#retry").click()
+    timeline = page.locator("#timeline")
+    expect(timeline).to_contain_text("cancelled → queued")
+    expect(page.locator('h1 [data-field="status"]')).to_have_text("completed", timeout=30_000)
+    expect(page.locator("#result")).to_contain_text('"attempt": 2')
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-task-page.png"), full_page=True)
+    assert status_of(http, task_id) == "completed"
+
+
+def test_a_dismissed_confirmation_changes_nothing(
+    page: Page, server: str, http: httpx.Client
+) -> None:
+    task_id = http.post("/api/v1/tasks", json={"name": "web.long", "params": {}}).json()["id"]
+    eventually(lambda: status_of(http, task_id) == "running")
+    page.goto(f"{server}/tasks/{task_id}")
+    page.evaluate("window.notReloaded = true")
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.locator("#cancel").click()
+    # Let live progress arrive after the click: a form that went out would have navigated.
+    start = float(page.locator(".progress progress").evaluate("node => node.value"))
+    page.wait_for_function(
+        "start => document.querySelector('.progress progress').value >= start + 2", arg=start
+    )
+    assert page.evaluate("window.notReloaded === true")
+    expect(page.locator("#cancel")).to_be_enabled()
+    assert status_of(http, task_id) == "running"
+    assert "cancel_requested" not in [e["type"] for e in events_of(http, task_id)]
+    http.post(f"/api/v1/tasks/{task_id}/cancel")
+
+
+def test_user_text_is_shown_as_text_and_never_runs(
+    page: Page, server: str, web_trail: Trail
+) -> None:
+    task = web_trail.submit(EVIL_NAME, {"html": EVIL_PARAM})
+    eventually(lambda: web_trail.get(task.id).status.value == "failed")
+
+    page.goto(f"{server}/tasks/{task.id}")
+    expect(page.locator("#task-name")).to_have_text(EVIL_NAME)
+    expect(page.locator("#params")).to_contain_text(EVIL_PARAM)
+    expect(page.locator("#task-step")).to_have_text(EVIL_STEP)
+    expect(page.locator("#error")).to_contain_text(EVIL_ERROR)
+    expect(page.locator("#traceback")).to_contain_text(EVIL_ERROR)
+    assert page.locator("b", has_text="bold?").count() == 0
+    assert page.evaluate("typeof window.xss") == "undefined"
+
+    page.goto(server + "/")
+    expect(page.locator(f'tr[data-task-id="{task.id}"]')).to_contain_text(EVIL_NAME)
+    assert page.evaluate("typeof window.xss") == "undefined"
