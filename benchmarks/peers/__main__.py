@@ -69,7 +69,11 @@ def ratio(rounds: list[dict[str, Figures]], pick: Callable[[Figures], float]) ->
 
 def lifecycle_section() -> str:
     """Run the rounds; the Markdown section with the lifecycle table and its ratios."""
-    rounds = [one_round() for _ in range(REPEATS)]
+    rounds = []
+    for number in range(1, REPEATS + 1):
+        rounds.append(one_round())
+        for figures in rounds[-1].values():
+            print(f"round {number}: {figures}", flush=True)
     systems = list(rounds[0])
     efficiency = lambda f: f.tasks_per_s / (f.baseline_updates_per_s / f.commits_per_task)  # noqa: E731
     rows = [

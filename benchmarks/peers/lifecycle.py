@@ -27,7 +27,7 @@ import psycopg
 import sqlalchemy as sa
 
 from benchmarks.databases import POSTGRES_URL, committed_updates_per_second
-from tasktrail import Trail
+from benchmarks.peers.engines import bench_trail
 
 WORKERS = 2
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "2"))
@@ -142,7 +142,7 @@ def tasktrail_run(url: str, *, tasks: int, samples: int) -> Figures:
     """The lifecycle on tasktrail at ``url`` (a fresh database)."""
     dialect = sa.make_url(url).get_backend_name()
     baseline = committed_updates_per_second(url)
-    trail = Trail(url, auto_migrate=True)
+    trail = bench_trail(url, auto_migrate=True)
     trail.task("bench.tracked")(lambda ctx: None)  # submit-side registration only
     done_sql = "SELECT count(*) FROM tasktrail_tasks WHERE status = 'completed'"
     with tempfile.TemporaryDirectory() as scratch:

@@ -14,9 +14,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tasktrail import TaskContext, Trail
+from benchmarks.peers.engines import bench_trail
+from tasktrail import TaskContext
 
-trail = Trail(os.environ.get("TASKTRAIL_DATABASE_URL"))
+trail = bench_trail(os.environ.get("TASKTRAIL_DATABASE_URL"))
 STEPS = (("one", 33.0), ("two", 66.0), ("three", 100.0))
 
 
