@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo check test bench clean
+.PHONY: install demo check test bench bench-peers clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,17 @@ test: check
 ## Benchmarks: prints tables; never run by the test suite.
 bench: install
 	$(BIN)/python -m benchmarks
+
+## Against Procrastinate, and at scale, in a virtualenv of their own (see benchmarks/README.md).
+PEERS := benchmarks/.venv-peers
+$(PEERS)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS)/bin/python -m pip install --quiet -e '.[postgres]' procrastinate matplotlib py-spy pyinstrument
+	touch $@
+
+bench-peers: $(PEERS)/.installed
+	$(PEERS)/bin/python -m benchmarks.peers
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis tasktrail.db*

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tasktrail import (
+    InvalidInput,
     InvalidTransition,
     Link,
     Status,
@@ -174,3 +175,14 @@ def test_async_functions_and_async_twins(trail: Trail) -> None:
 
     asyncio.run(scenario())
     assert Trail.run_pending(trail) == 0  # the sync path also works on the same trail
+
+
+def test_tasks_for_limit_returns_the_newest_first(noop: Trail) -> None:
+    trail = noop
+    ids = [trail.submit("noop", links=[Link("x", "1")], run=False).id for _ in range(5)]
+    newest = trail.tasks_for("x", "1", limit=2)
+    assert [t.id for t in newest] == ids[::-1][:2]
+    assert all(len(t.links) == 1 for t in newest)
+    assert [t.id for t in trail.tasks_for("x", "1")] == ids[::-1]
+    with pytest.raises(InvalidInput):
+        trail.tasks_for("x", "1", limit=0)

@@ -270,11 +270,19 @@ class Trail:
         )
 
     def tasks_for(
-        self, resource_type: str, resource_id: str, *, active: bool | None = None
+        self,
+        resource_type: str,
+        resource_id: str,
+        *,
+        active: bool | None = None,
+        limit: int | None = None,
     ) -> list[TaskRecord]:
-        """Every task linked to the resource, newest first, each with its link ``role``;
-        ``active=True`` only queued, scheduled and running ones, ``False`` only others."""
-        return self.store.tasks_for(resource_type, resource_id, active=active)
+        """The tasks linked to the resource, newest first, each with its link ``role``: all
+        of them, or the newest ``limit`` (at least 1); ``active=True`` only queued,
+        scheduled and running ones, ``False`` only others."""
+        if limit is not None and limit < 1:
+            raise InvalidInput("limit must be at least 1")
+        return self.store.tasks_for(resource_type, resource_id, active=active, limit=limit)
 
     def events(
         self,
@@ -400,10 +408,17 @@ class Trail:
         return await asyncio.to_thread(lambda: self.list_tasks(**filters))
 
     async def tasks_for_async(
-        self, resource_type: str, resource_id: str, *, active: bool | None = None
+        self,
+        resource_type: str,
+        resource_id: str,
+        *,
+        active: bool | None = None,
+        limit: int | None = None,
     ) -> list[TaskRecord]:
         """Async version of ``tasks_for``."""
-        return await asyncio.to_thread(self.tasks_for, resource_type, resource_id, active=active)
+        return await asyncio.to_thread(
+            self.tasks_for, resource_type, resource_id, active=active, limit=limit
+        )
 
     async def events_async(
         self,

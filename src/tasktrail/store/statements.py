@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
-from tasktrail.schema import events, items, links, tasks
+from tasktrail.schema import UTCDateTime, events, items, links, tasks
 from tasktrail.states import ACTIVE, INCREMENT, NOW, TERMINAL, ItemStatus, Status, Transition
 
 
@@ -144,6 +144,38 @@ def record_progress(
     )
 
 
+def record_progress_with_event(
+    task_id: str,
+    attempt: int,
+    progress: float,
+    step: str | None,
+    now: datetime,
+    *,
+    actor: str | None,
+    channel: str,
+) -> sa.Select[Any]:
+    """PostgreSQL only: ``record_progress``, its ``progress`` event and the event's NOTIFY
+    on ``channel`` in one statement (data-modifying CTEs). One row with the task's
+    ``cancel_requested_at`` while run ``attempt`` owns the task; no row, and nothing
+    written, once the run is over."""
+    updated = record_progress(task_id, attempt, progress, step, now).cte("updated")
+    event = sa.select(
+        sa.literal(task_id, sa.String),
+        sa.literal("progress", sa.String),
+        sa.literal(progress, sa.Float),
+        sa.literal(step, sa.String),
+        sa.literal(actor, sa.String),
+        sa.literal(now, UTCDateTime()),
+    ).select_from(updated)
+    columns = ["task_id", "type", "progress", "step", "actor", "created_at"]
+    inserted = (
+        sa.insert(events).from_select(columns, event).returning(events.c.task_id).cte("inserted")
+    )
+    return sa.select(
+        updated.c.cancel_requested_at, sa.func.pg_notify(channel, inserted.c.task_id)
+    ).select_from(updated.join(inserted, sa.true()))
+
+
 def run_state(task_id: str) -> sa.Select[Any]:
     """What a running task function needs to know: whether it still owns the run."""
     return sa.select(tasks.c.status, tasks.c.attempts, tasks.c.cancel_requested_at).where(
@@ -177,6 +209,12 @@ def insert_event(
         actor=actor,
         created_at=now,
     )
+
+
+def notify_of_event(channel: str) -> sa.ColumnElement[Any]:
+    """A RETURNING expression that sends the inserted event's task id on ``channel``
+    (PostgreSQL; delivered when the transaction commits)."""
+    return sa.func.pg_notify(channel, events.c.task_id)
 
 
 def owned_by_run(task_id: str, attempt: int) -> sa.Exists:
@@ -260,8 +298,14 @@ def list_tasks(
     return statement.order_by(tasks.c.id.desc()).limit(limit)
 
 
-def tasks_for(resource_type: str, resource_id: str, active: bool | None) -> sa.Select[Any]:
-    """Tasks linked to one resource, newest first, with the link's role."""
+def tasks_for(
+    resource_type: str, resource_id: str, active: bool | None, limit: int | None = None
+) -> sa.Select[Any]:
+    """Tasks linked to one resource, newest first, with the link's role; at most ``limit``.
+
+    Ordered by the link's ``task_id`` (equal to the task's id) so that the links index
+    (resource_type, resource_id, task_id) yields the newest first and a limit stops early.
+    """
     statement = (
         sa.select(tasks, links.c.role.label("link_role"))
         .join(links, links.c.task_id == tasks.c.id)
@@ -272,7 +316,8 @@ def tasks_for(resource_type: str, resource_id: str, active: bool | None) -> sa.S
         statement = statement.where(tasks.c.status.in_(active_values))
     elif active is False:
         statement = statement.where(tasks.c.status.not_in(active_values))
-    return statement.order_by(tasks.c.id.desc())
+    statement = statement.order_by(links.c.task_id.desc())
+    return statement if limit is None else statement.limit(limit)
 
 
 def links_of(task_ids: Collection[str]) -> sa.Select[Any]:

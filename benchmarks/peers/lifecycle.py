@@ -1,0 +1,269 @@
+"""Workload "tracked lifecycle": no-op tasks that each report three progress steps
+durably, then complete, on tasktrail (SQLite and PostgreSQL) and Procrastinate
+(PostgreSQL), with each database's committed-UPDATE baseline measured in the same run.
+
+Every system runs the same way: tasks are submitted one at a time from this process, then
+two worker processes (each with concurrency ``CONCURRENCY``) drain them. Throughput counts
+from the first completed task to the last, so process start-up is left out.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+
+from benchmarks.databases import POSTGRES_URL, committed_updates_per_second
+from benchmarks.peers.engines import bench_trail
+
+WORKERS = 2
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "2"))
+POLL = 0.1
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One system's figures from one run."""
+
+    system: str
+    database: str
+    submit_per_s: float
+    tasks_per_s: float
+    p50_ms: float
+    p95_ms: float
+    commits_per_task: float
+    baseline_updates_per_s: float
+
+
+def libpq(url: str) -> str:
+    """The libpq form of a SQLAlchemy PostgreSQL URL."""
+    return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def xact_commits(url: str) -> int:
+    """``pg_stat_database.xact_commit`` of ``url``'s database, read from another database so
+    that reading it does not count; waits a moment for exited backends to flush stats."""
+    time.sleep(1.2)
+    name = sa.make_url(url).database
+    with psycopg.connect(libpq(POSTGRES_URL), autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (name,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@contextmanager
+def processes(command: list[str], env: dict[str, str], count: int = WORKERS) -> Iterator[None]:
+    """``count`` copies of ``command`` running until the block ends (then SIGTERM, wait)."""
+    children = [
+        subprocess.Popen(
+            command,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+    try:
+        yield
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # pragma: no cover - a stuck worker
+                child.kill()
+                child.wait()
+
+
+def drain_rate(done: Callable[[], int], total: int, timeout: float = 1800) -> float:
+    """Tasks per second from the first finished task until ``done() == total``."""
+    deadline = time.monotonic() + timeout
+    while (first := done()) == 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError("no task finished")
+        time.sleep(POLL / 10)
+    start = time.perf_counter()
+    while done() < total:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {done()} of {total} tasks finished")
+        time.sleep(POLL)
+    return (total - first) / (time.perf_counter() - start)
+
+
+def quantiles(millis: list[float]) -> tuple[float, float]:
+    """p50 and p95."""
+    return statistics.median(millis), statistics.quantiles(millis, n=20)[18]
+
+
+def pauses() -> Iterator[float]:
+    """Idle pauses between latency samples, at no fixed phase to any polling."""
+    rng = random.Random(7)
+    while True:
+        yield rng.uniform(0.02, 0.15)
+
+
+# -- tasktrail ----------------------------------------------------------------------------
+
+
+def tasktrail_worker_command() -> list[str]:
+    """The documented worker command, on the benchmark's app module."""
+    return [sys.executable, "-m", "tasktrail", "worker", "--app",
+            "benchmarks.peers.tt_app:trail", "--concurrency", str(CONCURRENCY)]  # fmt: skip
+
+
+class Counter:
+    """Counts an engine's commits (how SQLite's commits per task are measured)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.count = 0
+        sa.event.listen(engine, "commit", self._bump)
+
+    def _bump(self, _conn: object) -> None:
+        self.count += 1
+
+
+def tasktrail_run(url: str, *, tasks: int, samples: int) -> Figures:
+    """The lifecycle on tasktrail at ``url`` (a fresh database)."""
+    dialect = sa.make_url(url).get_backend_name()
+    baseline = committed_updates_per_second(url)
+    trail = bench_trail(url, auto_migrate=True)
+    trail.task("bench.tracked")(lambda ctx: None)  # submit-side registration only
+    done_sql = "SELECT count(*) FROM tasktrail_tasks WHERE status = 'completed'"
+    with tempfile.TemporaryDirectory() as scratch:
+        log = str(Path(scratch) / "commits")
+        env = {"TASKTRAIL_DATABASE_URL": url, "BENCH_COMMIT_LOG": log}
+        count_done = _counter(url, done_sql)
+        try:
+            millis = []
+            with processes(tasktrail_worker_command(), env):
+                time.sleep(2)
+                for pause, _ in zip(pauses(), range(samples), strict=False):
+                    task = trail.submit("bench.tracked")
+                    while (record := trail.get(task.id)).completed_at is None:
+                        time.sleep(0.002)
+                    millis.append((record.completed_at - record.created_at).total_seconds() * 1e3)
+                    time.sleep(pause)
+            with trail.engine.begin() as conn:
+                for table in ("events", "links", "items", "tasks"):
+                    conn.execute(sa.table(f"tasktrail_{table}").delete())
+            Path(log).unlink(missing_ok=True)
+            counter = Counter(trail.engine)
+            trail.engine.dispose()
+            before = xact_commits(url) if dialect == "postgresql" else 0
+            start = time.perf_counter()
+            for _ in range(tasks):
+                trail.submit("bench.tracked")
+            submit_rate = tasks / (time.perf_counter() - start)
+            submit_commits = counter.count
+            trail.engine.dispose()
+            polls = [0]
+            with processes(tasktrail_worker_command(), env):
+                rate = drain_rate(lambda: count_done(polls), tasks)
+            if dialect == "postgresql":
+                commits = xact_commits(url) - before - polls[0]
+            else:
+                commits = submit_commits + sum(int(n) for n in Path(log).read_text().split())
+        finally:
+            trail.close()
+    p50, p95 = quantiles(millis)
+    return Figures(f"tasktrail ({dialect})", dialect, submit_rate, rate, p50, p95,
+                   commits / tasks, baseline)  # fmt: skip
+
+
+def _counter(url: str, sql: str) -> Callable[[list[int]], int]:
+    """A function running ``sql`` (a count) on a connection of its own, one transaction per
+    call, adding one to ``polls[0]`` each time (to subtract its commits)."""
+    if sa.make_url(url).get_backend_name() == "sqlite":
+        path = sa.make_url(url).database or ""
+
+        def sqlite_count(polls: list[int]) -> int:
+            with sqlite3.connect(path, timeout=30) as conn:
+                return int(conn.execute(sql).fetchone()[0])
+
+        return sqlite_count
+
+    def pg_count(polls: list[int]) -> int:
+        with psycopg.connect(libpq(url), autocommit=True) as conn:
+            polls[0] += 1
+            row = conn.execute(sql).fetchone()
+            return int(row[0]) if row else 0
+
+    return pg_count
+
+
+# -- Procrastinate ------------------------------------------------------------------------
+
+
+def procrastinate_run(url: str, *, tasks: int, samples: int) -> Figures:
+    """The lifecycle on Procrastinate at ``url`` (a fresh PostgreSQL database)."""
+    os.environ["BENCH_PROCRASTINATE_DSN"] = dsn = libpq(url)
+    from procrastinate import PsycopgConnector
+
+    from benchmarks.peers import proc_app
+
+    baseline = committed_updates_per_second(url)
+    with proc_app.app.replace_connector(PsycopgConnector(conninfo=dsn)) as app:
+        return _procrastinate_run(app, url, tasks=tasks, samples=samples, baseline=baseline)
+
+
+def _procrastinate_run(app: Any, url: str, *, tasks: int, samples: int, baseline: float) -> Figures:
+    from benchmarks.peers import proc_app
+
+    dsn = libpq(url)
+    command = [sys.executable, "-m", "procrastinate", "--app=benchmarks.peers.proc_app.app",
+               "worker", f"--concurrency={CONCURRENCY}"]  # fmt: skip
+    env = {"BENCH_PROCRASTINATE_DSN": dsn}
+    done_sql = "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"
+    count_done = _counter(url, done_sql)
+    with app.open():
+        app.schema_manager.apply_schema()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(proc_app.PROGRESS_TABLE)
+        task = app.tasks["bench.tracked"]
+        millis = []
+        with processes(command, env), psycopg.connect(dsn, autocommit=True) as watch:
+            time.sleep(2)
+            for pause, _ in zip(pauses(), range(samples), strict=False):
+                job_id = task.defer()
+                while True:
+                    row = watch.execute(
+                        "SELECT max(at) - min(at) FROM procrastinate_events"
+                        " WHERE job_id = %s AND type IN ('deferred', 'succeeded')"
+                        " HAVING count(*) = 2",
+                        (job_id,),
+                    ).fetchone()
+                    if row is not None:
+                        break
+                    time.sleep(0.002)
+                millis.append(row[0].total_seconds() * 1e3)
+                time.sleep(pause)
+            watch.execute("TRUNCATE procrastinate_jobs, bench_progress CASCADE")
+    before = xact_commits(url)
+    with app.open():
+        start = time.perf_counter()
+        for _ in range(tasks):
+            task.defer()
+        submit_rate = tasks / (time.perf_counter() - start)
+    polls = [0]
+    with processes(command, env):
+        rate = drain_rate(lambda: count_done(polls), tasks)
+    commits = xact_commits(url) - before - polls[0]
+    p50, p95 = quantiles(millis)
+    return Figures("Procrastinate", "postgresql", submit_rate, rate, p50, p95,
+                   commits / tasks, baseline)  # fmt: skip
