@@ -11,11 +11,11 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
+from tasktrail import enqueue
 from tasktrail.errors import InvalidInput
 from tasktrail.executor import EmbeddedExecutor, Executor
 from tasktrail.records import EventRecord, ItemCounts, ItemRecord, Link, Page, TaskRecord
@@ -33,7 +33,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 P = TypeVar("P", bound=Callable[[str], Any])
 Using = Connection | Session
 AsyncUsing = AsyncConnection | AsyncSession
-_PENDING_KEY = "tasktrail_pending_dispatch"
 _DISPATCHED = frozenset({Status.QUEUED, Status.SCHEDULED})
 
 
@@ -73,6 +72,7 @@ class Trail:
                 engine.dispose()
             raise
         self.store = Store(engine)
+        enqueue.watch(engine)
         self.probes: dict[str, StaleProbe] = {}
         self.registry = Registry()
         self.executor: Executor = executor or EmbeddedExecutor()
@@ -162,7 +162,11 @@ class Trail:
 
         A ``dedupe_key`` already taken returns that task, with ``deduplicated=True``.
         With ``using`` (your ``Connection`` or ``Session``) the task joins your transaction:
-        nothing is committed by tasktrail, and workers hear of it only once you commit.
+        tasktrail commits nothing, and the executor hears of the task only after your
+        COMMIT has succeeded — in the ``Session``'s ``after_commit``; for a bare
+        ``Connection`` when it next begins a transaction or goes back to the pool (the end
+        of ``with engine.begin()``). A rolled-back transaction, or savepoint the task was
+        submitted in, drops it, and a failed COMMIT dispatches nothing.
         Bad input raises ``InvalidInput`` (``UnknownTask`` for a name never registered)
         before anything is written.
         """
@@ -184,8 +188,9 @@ class Trail:
             record = self.store.insert_task(new, actor=actor)
             self._dispatch([record])
             return record
-        record = self.store.insert_task(new, actor=actor, conn=_connection_of(using))
-        self._dispatch_after_commit(using, record)
+        conn = _connection_of(using)
+        record = self.store.insert_task(new, actor=actor, conn=conn)
+        self._dispatch_after_commit(using, conn, record)
         return record
 
     def run(self, task_id: str, *, actor: str | None = None) -> TaskRecord:
@@ -472,29 +477,11 @@ class Trail:
         if waiting:
             self.executor.dispatch(waiting)
 
-    def _dispatch_after_commit(self, using: Using, record: TaskRecord) -> None:
-        pending: list[TaskRecord] | None = using.info.get(_PENDING_KEY)
-        if pending is None:
-            pending = using.info[_PENDING_KEY] = []
-            if isinstance(using, Session):
-                event.listen(using, "after_commit", self._flush_pending)
-                event.listen(using, "after_rollback", _drop_pending)
-            else:
-                # A Connection has no after-commit hook: "commit" fires as the COMMIT is
-                # issued. Workers that miss this early wake-up find the task on their next
-                # poll (or through PostgreSQL NOTIFY, which is sent at the real commit).
-                event.listen(using, "commit", self._flush_pending)
-                event.listen(using, "rollback", _drop_pending)
-        pending.append(record)
-
-    def _flush_pending(self, using: Using) -> None:
-        pending = using.info.get(_PENDING_KEY) or []
-        using.info[_PENDING_KEY] = []
-        self._dispatch(pending)
-
-
-def _drop_pending(using: Using) -> None:
-    using.info[_PENDING_KEY] = []
+    def _dispatch_after_commit(self, using: Using, conn: Connection, record: TaskRecord) -> None:
+        if isinstance(using, Session):
+            enqueue.defer_in_session(using, conn, self._dispatch, record)
+        else:
+            enqueue.defer(conn, self._dispatch, record)
 
 
 def _connection_of(using: Using) -> Connection:
