@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -146,7 +146,7 @@ class Trail:
         name: str,
         params: dict[str, Any] | None = None,
         *,
-        links: Sequence[Link] | None = None,
+        links: Iterable[Link] | None = None,
         dedupe_key: str | None = None,
         run: bool = True,
         max_attempts: int | None = None,
