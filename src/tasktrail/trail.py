@@ -94,12 +94,15 @@ class Trail:
         queue: str = "default",
         priority: int = 0,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
+        progress_interval: float | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function (sync or async) as the task ``name``.
 
         The function receives a ``TaskContext`` first, then the task's params as keyword
         arguments. A failing run is tried again while attempts remain and its error is an
         instance of ``retry_on``, after ``backoff * 2 ** (attempt - 1)`` seconds (jittered).
+        ``progress_interval`` (seconds, default 0.25) is how often, at most, its progress
+        is written; 0 writes every change.
         """
         if not isinstance(name, str) or not name.strip() or len(name) > 200:
             raise InvalidInput("a task name must be a non-empty string of at most 200 characters")
@@ -114,6 +117,7 @@ class Trail:
                     queue=queue,
                     priority=priority,
                     retry_on=retry_on,
+                    progress_interval=progress_interval,
                 )
             )
             return function
