@@ -199,6 +199,12 @@ class TaskContext:
         """Async version of ``log``."""
         await asyncio.to_thread(self.log, level, message, data)
 
+    async def items_async(self, keys: Iterable[str]) -> list[Item]:
+        """Async version of ``items``, without blocking the event loop: the items still to
+        do, each to use as ``async with item:``."""
+        key_list = list(keys)
+        return await asyncio.to_thread(lambda: list(self.items(key_list)))
+
 
 class Item:
     """One item of a task. ``with item:`` marks it running, then completed — or failed if

@@ -83,6 +83,15 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment
 
 
+def check_policy(*, max_attempts: object, backoff: object, queue: object, priority: object) -> None:
+    """``InvalidInput`` naming the first of a task's defaults that a submission would
+    refuse; checked when the task is registered, so a bad default fails at import."""
+    _max_attempts(max_attempts)
+    _backoff(backoff)
+    _queue(queue)
+    _priority(priority)
+
+
 def _max_attempts(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(f"max_attempts must be a whole number, got {value!r}")

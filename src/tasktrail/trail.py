@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
 from tasktrail import enqueue
+from tasktrail.context import check_progress_interval
 from tasktrail.errors import InvalidInput
 from tasktrail.executor import EmbeddedExecutor, Executor
 from tasktrail.records import EventRecord, ItemCounts, ItemRecord, Link, Page, TaskRecord
@@ -25,7 +26,7 @@ from tasktrail.staleness import StaleProbe, StatusCheck, checked_items, uncovere
 from tasktrail.states import RUN, SCHEDULE, Status
 from tasktrail.store import Store, create_engine
 from tasktrail.store.migrate import ensure_schema
-from tasktrail.submission import new_task
+from tasktrail.submission import check_policy, new_task
 from tasktrail.text import refuse_nul
 
 DEFAULT_DATABASE_URL = "sqlite:///tasktrail.db"
@@ -101,11 +102,16 @@ class Trail:
         The function receives a ``TaskContext`` first, then the task's params as keyword
         arguments. A failing run is tried again while attempts remain and its error is an
         instance of ``retry_on``, after ``backoff * 2 ** (attempt - 1)`` seconds (jittered).
+        Defaults a submission would refuse (``max_attempts`` not a whole number from 1,
+        ``backoff`` not a finite number of seconds ≥ 0, …) raise ``InvalidInput`` here.
         ``progress_interval`` (seconds, default 0.25) is how often, at most, its progress
         is written; 0 writes every change.
         """
         if not isinstance(name, str) or not name.strip() or len(name) > 200:
             raise InvalidInput("a task name must be a non-empty string of at most 200 characters")
+        check_policy(max_attempts=max_attempts, backoff=backoff, queue=queue, priority=priority)
+        if progress_interval is not None:
+            check_progress_interval(progress_interval)
 
         def register(function: F) -> F:
             self.registry.add(
@@ -301,8 +307,11 @@ class Trail:
         limit: int = 1000,
         resource: tuple[str, str] | None = None,
     ) -> list[EventRecord]:
-        """History after the cursor ``after``, oldest first: of one task, of the tasks
-        linked to ``resource``, or of all."""
+        """At most ``limit`` events after the cursor ``after``, oldest first: of one task,
+        of the tasks linked to ``resource``, or of all. ``InvalidInput`` unless ``limit``
+        is a whole number from 1."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidInput(f"limit must be a whole number of at least 1, got {limit!r}")
         return self.store.events(task_id=task_id, resource=resource, after=after, limit=limit)
 
     def items(self, task_id: str) -> list[ItemRecord]:
