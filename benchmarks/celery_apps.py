@@ -57,7 +57,7 @@ def tracked_trail(database_url: str) -> Trail:
     """The tasktrail side: a Trail on ``database_url`` sending its tasks to ``tracked_app``."""
     trail = Trail(database_url, executor=CeleryExecutor(tracked_app), auto_migrate=True)
 
-    @trail.task("bench.tracked")
+    @trail.task("bench.tracked", progress_interval=0)
     def tracked(ctx: TaskContext, n: int) -> int:
         for done, step in enumerate(STEPS, start=1):
             ctx.progress(done * 30, step)

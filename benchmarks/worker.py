@@ -25,7 +25,7 @@ def bench_trail(url: str) -> Trail:
     """A Trail on ``url`` with the benchmark's tasks registered."""
     trail = Trail(url, auto_migrate=True)
 
-    @trail.task("bench.steps")
+    @trail.task("bench.steps", progress_interval=0)
     def steps(ctx: TaskContext) -> None:
         ctx.progress(33, "one")
         ctx.progress(66, "two")

@@ -26,8 +26,41 @@ def test_ten_thousand_progress_calls_write_few_rows_and_the_last_value_lands(
     assert done.status is Status.COMPLETED and done.progress == 100
 
 
-def test_every_new_step_is_written(trail: Trail) -> None:
-    @trail.task("steps")
+def test_ten_thousand_reports_with_new_steps_write_a_handful_and_the_last_lands(
+    trail: Trail,
+) -> None:
+    @trail.task("busy.steps")
+    def busy(ctx: TaskContext) -> None:
+        for i in range(10_000):
+            ctx.progress(i / 100, f"step {i}")
+
+    task = trail.submit("busy.steps")
+    trail.run_pending()
+
+    written = [(e.progress, e.step) for e in trail.events(task.id) if e.type == "progress"]
+    assert 2 <= len(written) < 100
+    assert written[0] == (0, "step 0")  # the first report at once
+    assert written[-1] == (99.99, "step 9999")  # the last one always lands
+    done = trail.get(task.id)
+    assert done.status is Status.COMPLETED and done.current_step == "step 9999"
+
+
+def test_the_first_report_is_written_at_once(trail: Trail) -> None:
+    seen: list[tuple[float, str | None]] = []
+
+    @trail.task("first")
+    def first(ctx: TaskContext) -> None:
+        ctx.progress(5, "starting")
+        current = trail.get(ctx.task_id)  # read while the run goes on
+        seen.append((current.progress, current.current_step))
+
+    trail.submit("first")
+    trail.run_pending()
+    assert seen == [(5, "starting")]
+
+
+def test_a_progress_interval_of_zero_writes_every_report(trail: Trail) -> None:
+    @trail.task("steps", progress_interval=0)
     def steps(ctx: TaskContext) -> None:
         for n, step in enumerate(("fetch", "parse", "store"), start=1):
             ctx.progress(n * 30, step)

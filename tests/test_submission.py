@@ -68,10 +68,21 @@ def test_bad_links_are_refused(tutorial: Trail, link: Any, message: str) -> None
     _nothing_written(tutorial)
 
 
+def test_links_given_as_a_generator_are_all_stored(tutorial: Trail) -> None:
+    links = (Link("concept", f"c{n}") for n in range(3))
+    task = tutorial.submit("roadmap.tutorial", {"roadmap_id": "r1"}, links=links)
+    expected = {("concept", "c0"), ("concept", "c1"), ("concept", "c2")}
+    assert {(link.resource_type, link.resource_id) for link in task.links} == expected
+    assert {
+        (link.resource_type, link.resource_id) for link in tutorial.get(task.id).links
+    } == expected
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
         ({"links": [("roadmap", "r1")]}, "links must be a list of tasktrail.Link"),
+        ({"links": 7}, "links must be a list of tasktrail.Link"),
         ({"max_attempts": 0}, "max_attempts must be from 1"),
         ({"max_attempts": "3"}, "max_attempts must be a whole number"),
         ({"queue": ""}, "queue must be a non-empty string"),

@@ -186,3 +186,91 @@ def test_tasks_for_limit_returns_the_newest_first(noop: Trail) -> None:
     assert [t.id for t in trail.tasks_for("x", "1")] == ids[::-1]
     with pytest.raises(InvalidInput):
         trail.tasks_for("x", "1", limit=0)
+
+
+def test_run_async_queues_a_created_task_and_link_async_adds_links(noop: Trail) -> None:
+    async def scenario() -> None:
+        task = await noop.submit_async("noop", {"n": 3}, run=False, links=[Link("x", "1")])
+        assert task.status is Status.CREATED
+        queued = await noop.run_async(task.id, actor="tester")
+        assert queued.status is Status.QUEUED
+        assert (await noop.get_async(task.id)).status is Status.QUEUED
+        with pytest.raises(InvalidTransition, match="queued"):
+            await noop.run_async(task.id)
+
+        linked = await noop.link_async(task.id, Link("y", "2", role="extra"), Link("x", "1"))
+        assert {(k.resource_type, k.resource_id, k.role) for k in linked.links} == {
+            ("x", "1", None),
+            ("y", "2", "extra"),
+        }
+        found = await noop.tasks_for_async("y", "2")
+        assert [(t.id, t.role) for t in found] == [(task.id, "extra")]
+        with pytest.raises(InvalidInput, match=r"tasktrail\.Link"):
+            await noop.link_async(task.id, ("z", "3"))  # type: ignore[arg-type]
+        assert await noop.run_pending_async() == 1
+
+    asyncio.run(scenario())
+    assert noop.get(noop.list_tasks().items[0].id).result == {"n": 3}
+
+
+def test_items_async_in_an_async_task(trail: Trail) -> None:
+    runs: list[list[str]] = []
+
+    @trail.task("async.items")
+    async def with_items(ctx: TaskContext, keys: list[str]) -> None:
+        items = await ctx.items_async(keys)
+        runs.append([item.key for item in items])
+        for item in items:
+            async with item:
+                if item.key == "b" and ctx.attempt == 1:
+                    raise RuntimeError("b broke")
+
+    task = trail.submit("async.items", {"keys": ["a", "b", "c"]})
+    asyncio.run(trail.run_pending_async())
+    assert trail.get(task.id).status is Status.PARTIAL_FAILURE
+    trail.retry(task.id, only_failed_items=True)
+    asyncio.run(trail.run_pending_async())
+
+    assert runs == [["a", "b", "c"], ["b"]]
+    assert trail.get(task.id).status is Status.COMPLETED
+    assert [(i.key, i.status.value) for i in trail.items(task.id)] == [
+        ("a", "completed"),
+        ("b", "completed"),
+        ("c", "completed"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_attempts": 0}, "max_attempts must be from 1"),
+        ({"max_attempts": 2.5}, "max_attempts must be a whole number"),
+        ({"max_attempts": True}, "max_attempts must be a whole number"),
+        ({"backoff": -1}, "backoff must be a number of seconds"),
+        ({"backoff": float("nan")}, "backoff must be a number of seconds"),
+        ({"backoff": float("inf")}, "backoff must be a number of seconds"),
+        ({"backoff": "2"}, "backoff must be a number of seconds"),
+        ({"queue": ""}, "queue must be a non-empty string"),
+        ({"progress_interval": -0.5}, "progress_interval must be a finite number"),
+    ],
+)
+def test_bad_task_defaults_are_refused_at_registration(
+    trail: Trail, options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+
+        @trail.task("bad.defaults", **options)  # type: ignore[arg-type]
+        def bad(ctx: TaskContext) -> None:
+            return None
+
+    assert "bad.defaults" not in trail.registry
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2.5, True, "10", None])
+def test_events_refuses_a_limit_that_is_not_a_positive_whole_number(
+    noop: Trail, limit: object
+) -> None:
+    noop.submit("noop")
+    with pytest.raises(InvalidInput, match="limit must be a whole number of at least 1"):
+        noop.events(limit=limit)  # type: ignore[arg-type]
+    assert len(noop.events(limit=1)) == 1

@@ -21,7 +21,7 @@ from tasktrail.text import refuse_nul, storable
 LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
 MAX_STEP_LENGTH = 200
 MAX_ITEM_KEY_LENGTH = 200
-#: Same-step progress is written at most this often; a new step is always written.
+#: After a run's first report, progress is written at most this often (seconds).
 DEFAULT_PROGRESS_INTERVAL = 0.25
 
 
@@ -33,6 +33,19 @@ def check_progress(percent: object) -> float:
     if not math.isfinite(value) or not 0 <= value <= 100:
         raise InvalidInput(f"progress must be a number from 0 to 100, got {percent!r}")
     return value
+
+
+def check_progress_interval(seconds: object) -> float:
+    """``seconds`` as a float, or ``InvalidInput`` unless it is a finite number ≥ 0."""
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not 0 <= seconds < math.inf
+    ):
+        raise InvalidInput(
+            f"progress_interval must be a finite number of seconds ≥ 0, got {seconds!r}"
+        )
+    return float(seconds)
 
 
 def check_step(step: object) -> str | None:
@@ -64,6 +77,7 @@ class TaskContext:
     """Handed to a task function as its first argument, for the duration of one run.
 
     ``task_id``, ``name``, ``attempt`` (1 on the first run) and ``params`` describe the run.
+    ``progress_interval`` is how often, at most, ``progress`` writes (0: every change).
     """
 
     def __init__(
@@ -80,7 +94,8 @@ class TaskContext:
         self.params: dict[str, Any] = dict(task.params)
         self._store = store
         self._worker = worker
-        self._interval = progress_interval
+        self._interval = check_progress_interval(progress_interval)
+        self._reported = False
         self._lock = threading.Lock()
         self._written: tuple[float, str | None] = (task.progress, task.current_step)
         self._pending: tuple[float, str | None] | None = None
@@ -92,15 +107,19 @@ class TaskContext:
     def progress(self, percent: float, step: str | None = None) -> None:
         """Report ``percent`` done (0..100) and the current ``step``.
 
-        Writes are coalesced: a new step is stored at once, the same step at most every
-        ``progress_interval`` seconds, and the last value always lands when the run ends.
+        Writes are coalesced, whatever the step: the run's first report is stored at once
+        (so a watcher sees it start), later ones at most every ``progress_interval`` seconds
+        (every changed report when it is 0), and the last value always lands when the run
+        ends. A report followed by a long silence shows at the next ``progress`` or
+        ``check_cancelled`` after the interval, or at the end of the run.
         Raises ``TaskCancelled`` once a cancel of this task was requested.
         """
         value, step = check_progress(percent), check_step(step)
         with self._lock:
             self._pending = (value, step)
             now = time.monotonic()
-            if step != self._written[1] or now - self._last_contact >= self._interval:
+            if not self._reported or now - self._last_contact >= self._interval:
+                self._reported = True
                 self._flush_locked(now)
         self._raise_if_cancelled()
 
@@ -179,6 +198,12 @@ class TaskContext:
     async def log_async(self, level: str, message: str, data: Any = None) -> None:
         """Async version of ``log``."""
         await asyncio.to_thread(self.log, level, message, data)
+
+    async def items_async(self, keys: Iterable[str]) -> list[Item]:
+        """Async version of ``items``, without blocking the event loop: the items still to
+        do, each to use as ``async with item:``."""
+        key_list = list(keys)
+        return await asyncio.to_thread(lambda: list(self.items(key_list)))
 
 
 class Item:

@@ -23,6 +23,8 @@ class TaskDefinition:
     queue: str
     priority: int
     retry_on: tuple[type[BaseException], ...]
+    #: Seconds between progress writes for this task; None: the runner's default.
+    progress_interval: float | None = None
 
     @property
     def is_async(self) -> bool:

@@ -59,9 +59,11 @@ class Runner:
 
     def context_for(self, task: TaskRecord) -> TaskContext:
         """The context a run of ``task`` hands to its function."""
-        return TaskContext(
-            self.store, task, worker=self.worker, progress_interval=self.progress_interval
-        )
+        interval = self.progress_interval
+        if task.name in self.registry:
+            own = self.registry.get(task.name).progress_interval
+            interval = interval if own is None else own
+        return TaskContext(self.store, task, worker=self.worker, progress_interval=interval)
 
     def run(self, task: TaskRecord) -> TaskRecord | None:
         """Run a claimed ``task`` in this thread and record its end.

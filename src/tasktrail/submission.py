@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ def new_task(
     definition: TaskDefinition,
     params: Any,
     *,
-    links: Sequence[Link] | None,
+    links: Iterable[Link] | None,
     dedupe_key: str | None,
     run: bool,
     max_attempts: int | None,
@@ -59,13 +59,20 @@ def new_task(
     )
 
 
-def _links(links: Sequence[Link] | None) -> tuple[Link, ...]:
+def _links(links: Iterable[Link] | None) -> tuple[Link, ...]:
     if links is None:
         return ()
-    if isinstance(links, str | bytes) or not all(isinstance(link, Link) for link in links):
+    if isinstance(links, str | bytes):
+        raise InvalidInput("links must be a list of tasktrail.Link")
+    try:
+        # Read once: a generator checked and then iterated again would come back empty.
+        given = tuple(links)
+    except TypeError:
+        raise InvalidInput("links must be a list of tasktrail.Link") from None
+    if not all(isinstance(link, Link) for link in given):
         raise InvalidInput("links must be a list of tasktrail.Link")
     unique: dict[tuple[str, str], Link] = {}
-    for link in links:
+    for link in given:
         unique.setdefault((link.type, link.id), link)
     return tuple(unique.values())
 
@@ -74,6 +81,15 @@ def _aware(moment: datetime | None) -> datetime | None:
     if moment is not None and (not isinstance(moment, datetime) or moment.tzinfo is None):
         raise InvalidInput("run_after must be a timezone-aware datetime")
     return moment
+
+
+def check_policy(*, max_attempts: object, backoff: object, queue: object, priority: object) -> None:
+    """``InvalidInput`` naming the first of a task's defaults that a submission would
+    refuse; checked when the task is registered, so a bad default fails at import."""
+    _max_attempts(max_attempts)
+    _backoff(backoff)
+    _queue(queue)
+    _priority(priority)
 
 
 def _max_attempts(value: object) -> int:

@@ -7,15 +7,16 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
+from tasktrail import enqueue
+from tasktrail.context import check_progress_interval
 from tasktrail.errors import InvalidInput
 from tasktrail.executor import EmbeddedExecutor, Executor
 from tasktrail.records import EventRecord, ItemCounts, ItemRecord, Link, Page, TaskRecord
@@ -25,7 +26,7 @@ from tasktrail.staleness import StaleProbe, StatusCheck, checked_items, uncovere
 from tasktrail.states import RUN, SCHEDULE, Status
 from tasktrail.store import Store, create_engine
 from tasktrail.store.migrate import ensure_schema
-from tasktrail.submission import new_task
+from tasktrail.submission import check_policy, new_task
 from tasktrail.text import refuse_nul
 
 DEFAULT_DATABASE_URL = "sqlite:///tasktrail.db"
@@ -33,7 +34,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 P = TypeVar("P", bound=Callable[[str], Any])
 Using = Connection | Session
 AsyncUsing = AsyncConnection | AsyncSession
-_PENDING_KEY = "tasktrail_pending_dispatch"
 _DISPATCHED = frozenset({Status.QUEUED, Status.SCHEDULED})
 
 
@@ -73,6 +73,7 @@ class Trail:
                 engine.dispose()
             raise
         self.store = Store(engine)
+        enqueue.watch(engine)
         self.probes: dict[str, StaleProbe] = {}
         self.registry = Registry()
         self.executor: Executor = executor or EmbeddedExecutor()
@@ -94,15 +95,23 @@ class Trail:
         queue: str = "default",
         priority: int = 0,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
+        progress_interval: float | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function (sync or async) as the task ``name``.
 
         The function receives a ``TaskContext`` first, then the task's params as keyword
         arguments. A failing run is tried again while attempts remain and its error is an
         instance of ``retry_on``, after ``backoff * 2 ** (attempt - 1)`` seconds (jittered).
+        Defaults a submission would refuse (``max_attempts`` not a whole number from 1,
+        ``backoff`` not a finite number of seconds ≥ 0, …) raise ``InvalidInput`` here.
+        ``progress_interval`` (seconds, default 0.25) is how often, at most, its progress
+        is written; 0 writes every change.
         """
         if not isinstance(name, str) or not name.strip() or len(name) > 200:
             raise InvalidInput("a task name must be a non-empty string of at most 200 characters")
+        check_policy(max_attempts=max_attempts, backoff=backoff, queue=queue, priority=priority)
+        if progress_interval is not None:
+            check_progress_interval(progress_interval)
 
         def register(function: F) -> F:
             self.registry.add(
@@ -114,6 +123,7 @@ class Trail:
                     queue=queue,
                     priority=priority,
                     retry_on=retry_on,
+                    progress_interval=progress_interval,
                 )
             )
             return function
@@ -146,7 +156,7 @@ class Trail:
         name: str,
         params: dict[str, Any] | None = None,
         *,
-        links: Sequence[Link] | None = None,
+        links: Iterable[Link] | None = None,
         dedupe_key: str | None = None,
         run: bool = True,
         max_attempts: int | None = None,
@@ -162,7 +172,11 @@ class Trail:
 
         A ``dedupe_key`` already taken returns that task, with ``deduplicated=True``.
         With ``using`` (your ``Connection`` or ``Session``) the task joins your transaction:
-        nothing is committed by tasktrail, and workers hear of it only once you commit.
+        tasktrail commits nothing, and the executor hears of the task only after your
+        COMMIT has succeeded — in the ``Session``'s ``after_commit``; for a bare
+        ``Connection`` when it next begins a transaction or goes back to the pool (the end
+        of ``with engine.begin()``). A rolled-back transaction, or savepoint the task was
+        submitted in, drops it, and a failed COMMIT dispatches nothing.
         Bad input raises ``InvalidInput`` (``UnknownTask`` for a name never registered)
         before anything is written.
         """
@@ -184,8 +198,9 @@ class Trail:
             record = self.store.insert_task(new, actor=actor)
             self._dispatch([record])
             return record
-        record = self.store.insert_task(new, actor=actor, conn=_connection_of(using))
-        self._dispatch_after_commit(using, record)
+        conn = _connection_of(using)
+        record = self.store.insert_task(new, actor=actor, conn=conn)
+        self._dispatch_after_commit(using, conn, record)
         return record
 
     def run(self, task_id: str, *, actor: str | None = None) -> TaskRecord:
@@ -292,8 +307,11 @@ class Trail:
         limit: int = 1000,
         resource: tuple[str, str] | None = None,
     ) -> list[EventRecord]:
-        """History after the cursor ``after``, oldest first: of one task, of the tasks
-        linked to ``resource``, or of all."""
+        """At most ``limit`` events after the cursor ``after``, oldest first: of one task,
+        of the tasks linked to ``resource``, or of all. ``InvalidInput`` unless ``limit``
+        is a whole number from 1."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidInput(f"limit must be a whole number of at least 1, got {limit!r}")
         return self.store.events(task_id=task_id, resource=resource, after=after, limit=limit)
 
     def items(self, task_id: str) -> list[ItemRecord]:
@@ -472,29 +490,11 @@ class Trail:
         if waiting:
             self.executor.dispatch(waiting)
 
-    def _dispatch_after_commit(self, using: Using, record: TaskRecord) -> None:
-        pending: list[TaskRecord] | None = using.info.get(_PENDING_KEY)
-        if pending is None:
-            pending = using.info[_PENDING_KEY] = []
-            if isinstance(using, Session):
-                event.listen(using, "after_commit", self._flush_pending)
-                event.listen(using, "after_rollback", _drop_pending)
-            else:
-                # A Connection has no after-commit hook: "commit" fires as the COMMIT is
-                # issued. Workers that miss this early wake-up find the task on their next
-                # poll (or through PostgreSQL NOTIFY, which is sent at the real commit).
-                event.listen(using, "commit", self._flush_pending)
-                event.listen(using, "rollback", _drop_pending)
-        pending.append(record)
-
-    def _flush_pending(self, using: Using) -> None:
-        pending = using.info.get(_PENDING_KEY) or []
-        using.info[_PENDING_KEY] = []
-        self._dispatch(pending)
-
-
-def _drop_pending(using: Using) -> None:
-    using.info[_PENDING_KEY] = []
+    def _dispatch_after_commit(self, using: Using, conn: Connection, record: TaskRecord) -> None:
+        if isinstance(using, Session):
+            enqueue.defer_in_session(using, conn, self._dispatch, record)
+        else:
+            enqueue.defer(conn, self._dispatch, record)
 
 
 def _connection_of(using: Using) -> Connection:

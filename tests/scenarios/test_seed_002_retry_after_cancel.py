@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 
 from tasktrail import Status, TaskContext, Trail
+from tasktrail.schema import tasks
 
 
 def test_retrying_a_cancelled_task_is_queued_clean_with_its_event_before_any_worker(
@@ -26,9 +27,21 @@ def test_retrying_a_cancelled_task_is_queued_clean_with_its_event_before_any_wor
     assert started.wait(10)
     trail.cancel(task.id, reason="Task cancelled by user")
     runner.join(10)
+    assert not runner.is_alive()
+    # tasktrail's own cancel stores no error; the seed's row (as the hand-rolled system,
+    # or an older version, left it) carried one, with a partial result.
+    with trail.engine.begin() as conn:
+        conn.execute(
+            tasks.update()
+            .where(tasks.c.id == task.id)
+            .values(error="Task cancelled by user", result={"sections": 3})
+        )
     cancelled = trail.get(task.id)
     assert cancelled.status is Status.CANCELLED
     assert cancelled.completed_at is not None
+    assert cancelled.error == "Task cancelled by user"
+    assert cancelled.result == {"sections": 3}
+    events_before = trail.events(task.id)
 
     retried = trail.retry(task.id)
 
@@ -37,12 +50,11 @@ def test_retrying_a_cancelled_task_is_queued_clean_with_its_event_before_any_wor
     assert retried.error is None
     assert retried.result is None
     assert retried.progress == 0
-    last = trail.events(task.id)[-1]
-    assert (last.type, last.from_status, last.to_status) == (
-        "transition",
-        Status.CANCELLED,
-        Status.QUEUED,
-    )
+    assert retried.attempts == cancelled.attempts  # no worker has touched it since
+    new_events = trail.events(task.id, after=events_before[-1].id)
+    assert [(e.type, e.from_status, e.to_status) for e in new_events] == [
+        ("transition", Status.CANCELLED, Status.QUEUED)
+    ]
     assert trail.get(task.id) == retried  # what the call returned is what is stored
 
 

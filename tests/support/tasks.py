@@ -16,7 +16,7 @@ def register(trail: Trail) -> None:
         ctx.progress(50, "echoing")
         return params
 
-    @trail.task("test.steps")
+    @trail.task("test.steps", progress_interval=0)  # streams under test see every step
     def steps(ctx: TaskContext, steps: int = 5, delay: float = 0.0) -> dict[str, int]:
         for step in range(steps):
             ctx.progress(100 * step / steps, f"step {step}")
