@@ -21,7 +21,7 @@ trail = bench_trail(os.environ.get("TASKTRAIL_DATABASE_URL"))
 STEPS = (("one", 33.0), ("two", 66.0), ("three", 100.0))
 
 
-@trail.task("bench.tracked")
+@trail.task("bench.tracked", progress_interval=0)  # every step stored: the workload's rule
 def tracked(ctx: TaskContext) -> None:
     """A no-op that reports three progress steps durably, then completes."""
     for step, percent in STEPS:
