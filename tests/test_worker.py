@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -162,6 +163,65 @@ def test_a_task_queued_by_another_process_is_found(
         assert wait_for(lambda: ended(tasks, second.id), timeout=10).result == 4
     finally:
         other.close()
+
+
+def ran_after_due(trail: Trail, task_id: str, due: datetime) -> float:
+    """Seconds from ``due`` to the task's first claim (its first ``running`` transition)."""
+    claim = next(e for e in transitions(trail, task_id) if e.to_status is Status.RUNNING)
+    return (claim.created_at - due).total_seconds()
+
+
+def test_a_task_scheduled_in_process_runs_when_due_not_at_the_next_poll(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    start(poll_interval=60)
+    first = tasks.submit("w.add", {"a": 1, "b": 1})
+    wait_for(lambda: ended(tasks, first.id), what="the first task")
+    # The worker is idle with nothing scheduled: its next look is a minute away.
+    due = tasks.store.clock() + timedelta(seconds=0.3)
+    scheduled = tasks.submit("w.add", {"a": 2, "b": 2}, run_after=due)
+    assert scheduled.status is Status.SCHEDULED
+
+    assert wait_for(lambda: ended(tasks, scheduled.id), timeout=10).result == 4
+    assert 0 <= ran_after_due(tasks, scheduled.id, due) <= 1.5
+
+
+def test_a_task_scheduled_by_another_process_runs_when_due(
+    database_url: str, tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    other = Trail(database_url)  # its own executor: it cannot wake this worker directly
+    other.registry = tasks.registry
+    sqlite = database_url.startswith("sqlite")
+    # On PostgreSQL only NOTIFY can tell the worker in time; SQLite has to poll.
+    start(poll_interval=None if sqlite else 60)
+    try:
+        first = other.submit("w.add", {"a": 1, "b": 1})
+        wait_for(lambda: ended(tasks, first.id), timeout=10, what="the first task")
+        due = other.store.clock() + timedelta(seconds=0.3)
+        scheduled = other.submit("w.add", {"a": 2, "b": 2}, run_after=due)
+        assert scheduled.status is Status.SCHEDULED
+
+        assert wait_for(lambda: ended(tasks, scheduled.id), timeout=10).result == 4
+        assert 0 <= ran_after_due(tasks, scheduled.id, due) <= 1.5
+    finally:
+        other.close()
+
+
+def test_claims_take_the_highest_priority_first_then_the_oldest(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    submitted = [
+        tasks.submit("w.add", {"a": n, "b": 0}, priority=priority, run=False)
+        for n, priority in enumerate([0, 5, 0, 9, 5])
+    ]
+    for task in submitted:
+        tasks.run(task.id)
+    start(concurrency=1)  # one at a time, so the order of claims is the order of runs
+
+    done = [wait_for(partial(ended, tasks, t.id), what=t.id) for t in submitted]
+
+    by_claim = sorted(done, key=lambda t: ran_after_due(tasks, t.id, done[0].created_at))
+    assert [t.result for t in by_claim] == [3, 1, 4, 0, 2]
 
 
 def test_a_flaky_task_is_retried_with_backoff_until_it_succeeds(

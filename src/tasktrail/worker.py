@@ -22,7 +22,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -34,6 +34,7 @@ from tasktrail.runner import Runner
 from tasktrail.settings import heartbeat_settings, positive
 from tasktrail.states import CANCEL, REQUEUE, Status
 from tasktrail.store.listen import QueueListener, listen_for_queued
+from tasktrail.store.store import SCHEDULED_PAYLOAD
 from tasktrail.trail import Trail
 
 logger = logging.getLogger("tasktrail.worker")
@@ -122,6 +123,7 @@ class Worker:
         # Set when scheduled tasks may have changed; only the dispatch thread clears it.
         self._recheck_due = threading.Event()
         self._promote_at = 0.0
+        self._unwatch_due: Callable[[], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: QueueListener | None = None
         self._threads: dict[str, threading.Thread] = {}
@@ -142,9 +144,10 @@ class Worker:
                 raise RuntimeError(f"worker {self.name} was already started")
             self._state = "started"
         self._loop = loop = asyncio.new_event_loop()
-        self._listener = listen_for_queued(
-            self.store.engine, lambda _queue: self._wake.wake(), queues=self.queues
-        )
+        # A task scheduled in this process (or, through NOTIFY, in another) may fall due
+        # before the next poll: both make the dispatch thread re-read the due times.
+        self._unwatch_due = self._wake.watch_due_times(self._recheck_due)
+        self._listener = listen_for_queued(self.store.engine, self._heard, queues=self.queues)
         self._spawn("loop", loop.run_forever)
         for number in range(self.concurrency):
             self._spawn(f"thread-{number}", self._work)
@@ -174,6 +177,8 @@ class Worker:
         self._stopping.set()
         self._wake.wake()
         self._threads["dispatch"].join()
+        if self._unwatch_due is not None:
+            self._unwatch_due()
         if self._listener is not None:
             self._listener.close()
         wait = self.shutdown_timeout if timeout is None else max(0.0, timeout)
@@ -245,6 +250,11 @@ class Worker:
         self._stop_requested.set()
 
     # -- claiming -----------------------------------------------------------------------
+
+    def _heard(self, queue: str) -> None:
+        if queue == SCHEDULED_PAYLOAD:
+            self._recheck_due.set()
+        self._wake.wake()
 
     def _dispatch_loop(self) -> None:
         while not self._stopping.is_set():
