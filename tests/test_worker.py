@@ -73,6 +73,10 @@ def tasks(trail: Trail) -> Trail:
     def broken(ctx: TaskContext) -> None:
         raise ValueError("always broken")
 
+    @trail.task("w.picky", max_attempts=3, backoff=0.05, retry_on=(ConnectionError,))
+    def picky(ctx: TaskContext) -> None:
+        raise ValueError("not worth another try")
+
     @trail.task("w.refuses", max_attempts=5, backoff=0.05)
     def refuses(ctx: TaskContext) -> None:
         raise DoNotRetry("bad input")
@@ -227,7 +231,9 @@ def test_claims_take_the_highest_priority_first_then_the_oldest(
 def test_a_flaky_task_is_retried_with_backoff_until_it_succeeds(
     tasks: Trail, start: Callable[..., Worker]
 ) -> None:
-    start()
+    # A poll a minute apart: each attempt can start in time only if the worker wakes up
+    # when the backoff ends.
+    start(poll_interval=60)
     task = tasks.submit("w.flaky")
 
     done = wait_for(lambda: ended(tasks, task.id))
@@ -251,8 +257,11 @@ def test_a_flaky_task_is_retried_with_backoff_until_it_succeeds(
         assert backoff.message == (
             f"ConnectionError: flaked on attempt {attempt}; attempt {attempt + 1} in {delay:.2f}s"
         )
-        # The next attempt may not start before the backoff has passed.
-        assert (next_run.created_at - run.created_at).total_seconds() >= delay
+        # The next attempt starts once the backoff has passed, and soon after: the clock
+        # read for run_after comes a moment before the event's, hence the epsilon.
+        gap = (next_run.created_at - backoff.created_at).total_seconds()
+        assert delay - 0.05 <= gap <= delay + 1.0
+        assert run.created_at < backoff.created_at < next_run.created_at
 
 
 def test_the_last_failure_fails_the_task(tasks: Trail, start: Callable[..., Worker]) -> None:
@@ -270,6 +279,52 @@ def test_the_last_failure_fails_the_task(tasks: Trail, start: Callable[..., Work
     )
     assert (refused.status, refused.attempts) == (Status.FAILED, 1)
     assert refused.error == "DoNotRetry: bad input"
+
+
+def test_an_error_not_in_retry_on_fails_at_once_with_attempts_left(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    start()
+    task = tasks.submit("w.picky")
+
+    failed = wait_for(lambda: ended(tasks, task.id))
+
+    assert (failed.status, failed.attempts, failed.max_attempts) == (Status.FAILED, 1, 3)
+    assert failed.error == "ValueError: not worth another try"
+    moves = [e.data["transition"] for e in transitions(tasks, task.id)]
+    assert moves == ["submit", "claim", "fail"]
+
+
+def test_a_backoff_given_at_submit_overrides_the_tasks(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    start()
+    task = tasks.submit("w.broken", backoff=0.5)  # the task's own backoff is 0.05
+
+    wait_for(lambda: ended(tasks, task.id))
+
+    (backoff,) = [e for e in transitions(tasks, task.id) if e.data["transition"] == "back_off"]
+    assert 0.5 * JITTER[0] <= backoff.data["retry_in"] <= 0.5 * JITTER[1]
+
+
+def test_failure_events_carry_the_error_type_and_traceback(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    start()
+    task = tasks.submit("w.broken")
+
+    wait_for(lambda: ended(tasks, task.id))
+
+    failures = [
+        e for e in transitions(tasks, task.id) if e.data["transition"] in ("back_off", "fail")
+    ]
+    assert [e.data["transition"] for e in failures] == ["back_off", "fail"]
+    for failure in failures:
+        assert failure.data["error_type"] == "builtins.ValueError"
+        trace = failure.data["traceback"]
+        assert trace.startswith("Traceback (most recent call last):")
+        assert ", in broken\n" in trace  # the function that raised
+        assert trace.rstrip().endswith("ValueError: always broken")
 
 
 @pytest.mark.parametrize("name", ["w.cooperative", "w.cooperative_async"])
