@@ -347,10 +347,22 @@ def test_a_running_task_that_checks_stops_when_cancelled(
     wait_for(lambda: not worker.running(), what="the worker to be free")
 
 
+def forced_after(trail: Trail, task_id: str) -> float:
+    """Seconds from the cancel request to the task's last transition."""
+    asked = next(e for e in trail.events(task_id) if e.type == "cancel_requested")
+    return (transitions(trail, task_id)[-1].created_at - asked.created_at).total_seconds()
+
+
+#: A heartbeat interval shorter than the grace but long enough that forcing at the first
+#: beat after the grace would usually miss the deadline by more than ``FORCE_SLACK``.
+FORCED = {"cancel_grace": 1.2, "heartbeat_interval": 1.0, "heartbeat_timeout": 5.0}
+FORCE_SLACK = 0.4
+
+
 def test_a_sync_task_that_ignores_cancel_is_forced_and_its_late_result_discarded(
     tasks: Trail, start: Callable[..., Worker]
 ) -> None:
-    worker = start(cancel_grace=0.3)
+    worker = start(**FORCED)
     gate = new_gate()
     task = tasks.submit("w.gated", {"gate": gate})
     wait_for(lambda: tasks.get(task.id).progress > 0, what="progress")
@@ -359,6 +371,9 @@ def test_a_sync_task_that_ignores_cancel_is_forced_and_its_late_result_discarded
     cancelled = wait_for(lambda: ended(tasks, task.id))
 
     assert cancelled.status is Status.CANCELLED
+    # Forced when the grace ends, not at some later heartbeat.
+    grace = worker.cancel_grace
+    assert grace - 0.05 <= forced_after(tasks, task.id) <= grace + FORCE_SLACK
     forced = transitions(tasks, task.id)[-1]
     assert forced.message is not None
     assert forced.message.startswith("cancel forced: run 1")
@@ -380,7 +395,7 @@ def test_a_sync_task_that_ignores_cancel_is_forced_and_its_late_result_discarded
 def test_an_async_task_that_ignores_cancel_is_forced_and_stopped(
     tasks: Trail, start: Callable[..., Worker]
 ) -> None:
-    worker = start(cancel_grace=0.3)
+    worker = start(**FORCED)
     task = tasks.submit("w.sleeps_async")
     wait_for(lambda: tasks.get(task.id).progress > 0, what="progress")
 
@@ -389,6 +404,8 @@ def test_an_async_task_that_ignores_cancel_is_forced_and_stopped(
 
     assert cancelled.status is Status.CANCELLED
     assert transitions(tasks, task.id)[-1].data["forced"] is True
+    grace = worker.cancel_grace
+    assert grace - 0.05 <= forced_after(tasks, task.id) <= grace + FORCE_SLACK
     # The coroutine itself was cancelled too, so its slot is free again.
     wait_for(lambda: not worker.running(), what="the coroutine to be cancelled")
 

@@ -50,11 +50,16 @@ _ERROR_PAUSE = 1.0
 
 @dataclass
 class _Run:
-    """One run this worker is executing; ``forced`` once its cancel was forced."""
+    """One run this worker is executing; ``forced`` once its cancel was forced.
+
+    ``cancel_deadline`` (``time.monotonic``) is when a cancel it has not acknowledged is
+    forced; set, and read, by the beat thread only.
+    """
 
     task: TaskRecord
     future: concurrent.futures.Future[Any] | None = None
     forced: bool = False
+    cancel_deadline: float | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -71,7 +76,9 @@ class Worker:
     ``TASKTRAIL_HEARTBEAT_INTERVAL`` and ``TASKTRAIL_HEARTBEAT_TIMEOUT`` (else 5 s and 30 s):
     a running task whose heartbeat is older than the timeout is taken back by the reaper
     that every worker runs. A cancel that a run does not acknowledge within
-    ``cancel_grace`` seconds is forced at the next heartbeat. ``stop`` waits
+    ``cancel_grace`` seconds is forced when that grace ends (the worker learns of a cancel
+    asked in another process at its next heartbeat, so with a grace shorter than the
+    heartbeat interval, at that heartbeat). ``stop`` waits
     ``shutdown_timeout`` seconds for running tasks before it queues them again.
     ``poll_interval`` is how often the database is checked without a wake-up (default 5 s
     with PostgreSQL ``LISTEN``, else 0.5 s).
@@ -338,7 +345,14 @@ class Worker:
     # -- heartbeats, cancels, reaping ---------------------------------------------------
 
     def _beat_loop(self) -> None:
-        while not self._beats_stopped.wait(self.heartbeat_interval):
+        next_beat = time.monotonic() + self.heartbeat_interval
+        while not self._beats_stopped.wait(
+            max(0.0, min(next_beat, self._next_cancel_deadline()) - time.monotonic())
+        ):
+            if time.monotonic() < next_beat:
+                self._force_overdue()  # a grace period ended between two beats
+                continue
+            next_beat = time.monotonic() + self.heartbeat_interval
             try:
                 self._beat()
             except Exception:
@@ -362,8 +376,29 @@ class Worker:
             if beat is None or beat.attempt != run.task.attempts or run.forced:
                 continue  # the run lost its task; the Runner will discard its end
             asked = beat.cancel_requested_at
-            if asked is not None and (now - asked).total_seconds() >= self.cancel_grace:
-                self._force_cancel(run)
+            if asked is None or run.cancel_deadline is not None:
+                continue
+            left = self.cancel_grace - (now - asked).total_seconds()
+            run.cancel_deadline = time.monotonic() + left
+        self._force_overdue()
+
+    def _next_cancel_deadline(self) -> float:
+        with self._lock:
+            deadlines = [r.cancel_deadline for r in self._runs.values() if not r.forced]
+        return min((d for d in deadlines if d is not None), default=float("inf"))
+
+    def _force_overdue(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            if run.cancel_deadline is not None and run.cancel_deadline <= now and not run.forced:
+                run.cancel_deadline = None  # once: if it ended meanwhile, so be it
+                try:
+                    self._force_cancel(run)
+                except Exception:
+                    logger.exception("worker %s: forcing a cancel failed", self.name)
+                    run.cancel_deadline = now + _ERROR_PAUSE
 
     def _force_cancel(self, run: _Run) -> None:
         task = run.task
