@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -71,6 +72,7 @@ def test_watch_follows_a_running_task_to_its_end(trail: Trail, cli: CliRunner) -
     assert result.exit_code == 0, result.output
     assert trail.get(task.id).status is Status.COMPLETED
     assert f"{task.id} ended completed" in result.output
+    assert "step 4" in result.output  # the task's current step, as the bar showed it
 
 
 def test_watch_shows_item_counts_and_a_cancelled_task_fails(trail: Trail, cli: CliRunner) -> None:
@@ -83,6 +85,7 @@ def test_watch_shows_item_counts_and_a_cancelled_task_fails(trail: Trail, cli: C
     refused = cli.invoke(app, ["watch", cancelled.id])
 
     assert "items 3/3 done" in shown.output
+    assert "item c" in shown.output  # the current step
     assert refused.exit_code == 1
     assert f"{cancelled.id} ended cancelled" in refused.output
 
@@ -138,3 +141,30 @@ def test_worker_refuses_to_start_without_task_functions(cli: CliRunner) -> None:
 
     assert result.exit_code == 2
     assert "no task functions are registered" in result.output
+
+
+def test_database_url_flag_overrides_the_environment(
+    trail: Trail, cli: CliRunner, database_url: str, tmp_path: Path
+) -> None:
+    failed = trail.submit("cli.broken")
+    trail.run_pending()
+    waiting = trail.submit("cli.ok", run=False)
+    # The environment names a database without these tasks: only the flag finds them.
+    elsewhere = CliRunner(
+        env={"TASKTRAIL_DATABASE_URL": f"sqlite:///{tmp_path}/elsewhere.db", "COLUMNS": "200"}
+    )
+    flag = ["--database-url", database_url]
+
+    listed = elsewhere.invoke(app, ["tasks", "list", *flag])
+    shown = elsewhere.invoke(app, ["tasks", "show", failed.id, *flag])
+    watched = elsewhere.invoke(app, ["watch", failed.id, *flag])
+    retried = elsewhere.invoke(app, ["tasks", "retry", failed.id, *flag])
+    cancelled = elsewhere.invoke(app, ["tasks", "cancel", waiting.id, *flag])
+    unflagged = elsewhere.invoke(app, ["tasks", "show", failed.id])
+
+    assert failed.id in listed.output, listed.output
+    assert "ValueError: nope" in shown.output, shown.output
+    assert watched.exit_code == 1 and f"{failed.id} ended failed" in watched.output
+    assert f"{failed.id} is queued" in retried.output, retried.output
+    assert f"{waiting.id}: cancelled" in cancelled.output, cancelled.output
+    assert unflagged.exit_code != 0

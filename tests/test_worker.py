@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -71,6 +72,10 @@ def tasks(trail: Trail) -> Trail:
     @trail.task("w.broken", max_attempts=2, backoff=0.05)
     def broken(ctx: TaskContext) -> None:
         raise ValueError("always broken")
+
+    @trail.task("w.picky", max_attempts=3, backoff=0.05, retry_on=(ConnectionError,))
+    def picky(ctx: TaskContext) -> None:
+        raise ValueError("not worth another try")
 
     @trail.task("w.refuses", max_attempts=5, backoff=0.05)
     def refuses(ctx: TaskContext) -> None:
@@ -164,10 +169,71 @@ def test_a_task_queued_by_another_process_is_found(
         other.close()
 
 
+def ran_after_due(trail: Trail, task_id: str, due: datetime) -> float:
+    """Seconds from ``due`` to the task's first claim (its first ``running`` transition)."""
+    claim = next(e for e in transitions(trail, task_id) if e.to_status is Status.RUNNING)
+    return (claim.created_at - due).total_seconds()
+
+
+def test_a_task_scheduled_in_process_runs_when_due_not_at_the_next_poll(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    start(poll_interval=60)
+    first = tasks.submit("w.add", {"a": 1, "b": 1})
+    wait_for(lambda: ended(tasks, first.id), what="the first task")
+    # The worker is idle with nothing scheduled: its next look is a minute away.
+    due = tasks.store.clock() + timedelta(seconds=0.3)
+    scheduled = tasks.submit("w.add", {"a": 2, "b": 2}, run_after=due)
+    assert scheduled.status is Status.SCHEDULED
+
+    assert wait_for(lambda: ended(tasks, scheduled.id), timeout=10).result == 4
+    assert 0 <= ran_after_due(tasks, scheduled.id, due) <= 1.5
+
+
+def test_a_task_scheduled_by_another_process_runs_when_due(
+    database_url: str, tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    other = Trail(database_url)  # its own executor: it cannot wake this worker directly
+    other.registry = tasks.registry
+    sqlite = database_url.startswith("sqlite")
+    # On PostgreSQL only NOTIFY can tell the worker in time; SQLite has to poll.
+    start(poll_interval=None if sqlite else 60)
+    try:
+        first = other.submit("w.add", {"a": 1, "b": 1})
+        wait_for(lambda: ended(tasks, first.id), timeout=10, what="the first task")
+        due = other.store.clock() + timedelta(seconds=0.3)
+        scheduled = other.submit("w.add", {"a": 2, "b": 2}, run_after=due)
+        assert scheduled.status is Status.SCHEDULED
+
+        assert wait_for(lambda: ended(tasks, scheduled.id), timeout=10).result == 4
+        assert 0 <= ran_after_due(tasks, scheduled.id, due) <= 1.5
+    finally:
+        other.close()
+
+
+def test_claims_take_the_highest_priority_first_then_the_oldest(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    submitted = [
+        tasks.submit("w.add", {"a": n, "b": 0}, priority=priority, run=False)
+        for n, priority in enumerate([0, 5, 0, 9, 5])
+    ]
+    for task in submitted:
+        tasks.run(task.id)
+    start(concurrency=1)  # one at a time, so the order of claims is the order of runs
+
+    done = [wait_for(partial(ended, tasks, t.id), what=t.id) for t in submitted]
+
+    by_claim = sorted(done, key=lambda t: ran_after_due(tasks, t.id, done[0].created_at))
+    assert [t.result for t in by_claim] == [3, 1, 4, 0, 2]
+
+
 def test_a_flaky_task_is_retried_with_backoff_until_it_succeeds(
     tasks: Trail, start: Callable[..., Worker]
 ) -> None:
-    start()
+    # A poll a minute apart: each attempt can start in time only if the worker wakes up
+    # when the backoff ends.
+    start(poll_interval=60)
     task = tasks.submit("w.flaky")
 
     done = wait_for(lambda: ended(tasks, task.id))
@@ -191,8 +257,13 @@ def test_a_flaky_task_is_retried_with_backoff_until_it_succeeds(
         assert backoff.message == (
             f"ConnectionError: flaked on attempt {attempt}; attempt {attempt + 1} in {delay:.2f}s"
         )
-        # The next attempt may not start before the backoff has passed.
+        # The next attempt starts once the backoff has passed, and soon after. run_after
+        # is read from the clock a moment before the event's time (one locked UPDATE
+        # later), hence the epsilon; counted from the previous claim, none is needed.
+        gap = (next_run.created_at - backoff.created_at).total_seconds()
+        assert delay - 0.1 <= gap <= delay + 1.0
         assert (next_run.created_at - run.created_at).total_seconds() >= delay
+        assert run.created_at < backoff.created_at < next_run.created_at
 
 
 def test_the_last_failure_fails_the_task(tasks: Trail, start: Callable[..., Worker]) -> None:
@@ -210,6 +281,52 @@ def test_the_last_failure_fails_the_task(tasks: Trail, start: Callable[..., Work
     )
     assert (refused.status, refused.attempts) == (Status.FAILED, 1)
     assert refused.error == "DoNotRetry: bad input"
+
+
+def test_an_error_not_in_retry_on_fails_at_once_with_attempts_left(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    start()
+    task = tasks.submit("w.picky")
+
+    failed = wait_for(lambda: ended(tasks, task.id))
+
+    assert (failed.status, failed.attempts, failed.max_attempts) == (Status.FAILED, 1, 3)
+    assert failed.error == "ValueError: not worth another try"
+    moves = [e.data["transition"] for e in transitions(tasks, task.id)]
+    assert moves == ["submit", "claim", "fail"]
+
+
+def test_a_backoff_given_at_submit_overrides_the_tasks(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    start()
+    task = tasks.submit("w.broken", backoff=0.5)  # the task's own backoff is 0.05
+
+    wait_for(lambda: ended(tasks, task.id))
+
+    (backoff,) = [e for e in transitions(tasks, task.id) if e.data["transition"] == "back_off"]
+    assert 0.5 * JITTER[0] <= backoff.data["retry_in"] <= 0.5 * JITTER[1]
+
+
+def test_failure_events_carry_the_error_type_and_traceback(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    start()
+    task = tasks.submit("w.broken")
+
+    wait_for(lambda: ended(tasks, task.id))
+
+    failures = [
+        e for e in transitions(tasks, task.id) if e.data["transition"] in ("back_off", "fail")
+    ]
+    assert [e.data["transition"] for e in failures] == ["back_off", "fail"]
+    for failure in failures:
+        assert failure.data["error_type"] == "builtins.ValueError"
+        trace = failure.data["traceback"]
+        assert trace.startswith("Traceback (most recent call last):")
+        assert ", in broken\n" in trace  # the function that raised
+        assert trace.rstrip().endswith("ValueError: always broken")
 
 
 @pytest.mark.parametrize("name", ["w.cooperative", "w.cooperative_async"])
@@ -232,10 +349,22 @@ def test_a_running_task_that_checks_stops_when_cancelled(
     wait_for(lambda: not worker.running(), what="the worker to be free")
 
 
+def forced_after(trail: Trail, task_id: str) -> float:
+    """Seconds from the cancel request to the task's last transition."""
+    asked = next(e for e in trail.events(task_id) if e.type == "cancel_requested")
+    return (transitions(trail, task_id)[-1].created_at - asked.created_at).total_seconds()
+
+
+#: A heartbeat interval shorter than the grace but long enough that forcing at the first
+#: beat after the grace would usually miss the deadline by more than ``FORCE_SLACK``.
+FORCED = {"cancel_grace": 1.2, "heartbeat_interval": 1.0, "heartbeat_timeout": 5.0}
+FORCE_SLACK = 0.4
+
+
 def test_a_sync_task_that_ignores_cancel_is_forced_and_its_late_result_discarded(
     tasks: Trail, start: Callable[..., Worker]
 ) -> None:
-    worker = start(cancel_grace=0.3)
+    worker = start(**FORCED)
     gate = new_gate()
     task = tasks.submit("w.gated", {"gate": gate})
     wait_for(lambda: tasks.get(task.id).progress > 0, what="progress")
@@ -244,6 +373,9 @@ def test_a_sync_task_that_ignores_cancel_is_forced_and_its_late_result_discarded
     cancelled = wait_for(lambda: ended(tasks, task.id))
 
     assert cancelled.status is Status.CANCELLED
+    # Forced when the grace ends, not at some later heartbeat.
+    grace = worker.cancel_grace
+    assert grace - 0.05 <= forced_after(tasks, task.id) <= grace + FORCE_SLACK
     forced = transitions(tasks, task.id)[-1]
     assert forced.message is not None
     assert forced.message.startswith("cancel forced: run 1")
@@ -265,7 +397,7 @@ def test_a_sync_task_that_ignores_cancel_is_forced_and_its_late_result_discarded
 def test_an_async_task_that_ignores_cancel_is_forced_and_stopped(
     tasks: Trail, start: Callable[..., Worker]
 ) -> None:
-    worker = start(cancel_grace=0.3)
+    worker = start(**FORCED)
     task = tasks.submit("w.sleeps_async")
     wait_for(lambda: tasks.get(task.id).progress > 0, what="progress")
 
@@ -274,6 +406,8 @@ def test_an_async_task_that_ignores_cancel_is_forced_and_stopped(
 
     assert cancelled.status is Status.CANCELLED
     assert transitions(tasks, task.id)[-1].data["forced"] is True
+    grace = worker.cancel_grace
+    assert grace - 0.05 <= forced_after(tasks, task.id) <= grace + FORCE_SLACK
     # The coroutine itself was cancelled too, so its slot is free again.
     wait_for(lambda: not worker.running(), what="the coroutine to be cancelled")
 

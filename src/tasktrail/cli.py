@@ -129,17 +129,20 @@ def tasks_list(
     name: Annotated[str | None, typer.Option(help="Only tasks of this name.")] = None,
     limit: int = 20,
     app_spec: AppOption = None,
+    database_url: DatabaseOption = None,
 ) -> None:
     """List the newest tasks."""
-    with opened_trail(app_spec) as trail:
+    with opened_trail(app_spec, database_url) as trail:
         page = trail.list_tasks(status=status, name=name, limit=limit)
     console.print(_task_table(list(page.items)))
 
 
 @tasks_app.command("show")
-def tasks_show(task_id: str, app_spec: AppOption = None) -> None:
+def tasks_show(
+    task_id: str, app_spec: AppOption = None, database_url: DatabaseOption = None
+) -> None:
     """Show one task, its links, items and history."""
-    with opened_trail(app_spec) as trail:
+    with opened_trail(app_spec, database_url) as trail:
         _show(trail, task_id)
 
 
@@ -170,17 +173,23 @@ def tasks_retry(
     only_failed_items: bool = typer.Option(False, help="Keep completed items done."),
     force: bool = typer.Option(False, help="Also rerun a completed task."),
     app_spec: AppOption = None,
+    database_url: DatabaseOption = None,
 ) -> None:
     """Queue a failed, cancelled or partially failed task again."""
-    with opened_trail(app_spec) as trail:
+    with opened_trail(app_spec, database_url) as trail:
         task = trail.retry(task_id, only_failed_items=only_failed_items, force=force, actor="cli")
     console.print(f"{task.id} is {task.status}")
 
 
 @tasks_app.command("cancel")
-def tasks_cancel(task_id: str, reason: str | None = None, app_spec: AppOption = None) -> None:
+def tasks_cancel(
+    task_id: str,
+    reason: str | None = None,
+    app_spec: AppOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
     """Cancel a task (a running one is asked to stop)."""
-    with opened_trail(app_spec) as trail:
+    with opened_trail(app_spec, database_url) as trail:
         task = trail.cancel(task_id, reason=reason, actor="cli")
     state = (
         "cancel requested" if task.cancel_requested_at and task.status == "running" else task.status
@@ -264,10 +273,11 @@ def watch(
     task_id: str,
     interval: Annotated[float, typer.Option(min=0.05, help="Seconds between looks.")] = 0.5,
     app_spec: AppOption = None,
+    database_url: DatabaseOption = None,
 ) -> None:
     """Show a live progress bar for a task until it ends. Exits 0 if it completed, 1 if it
     ended failed, partially failed or cancelled."""
-    with opened_trail(app_spec) as trail:
+    with opened_trail(app_spec, database_url) as trail:
         task = _watch(trail, task_id, interval)
     ended = f"{task.id} ended [{_status_style(task.status)}]{task.status}[/]"
     console.print(ended + (f": {task.error}" if task.error else ""))

@@ -8,10 +8,11 @@ executor wakes the worker threads of this process (other processes hear PostgreS
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from tasktrail.records import TaskRecord
+from tasktrail.states import Status
 
 if TYPE_CHECKING:
     from tasktrail.trail import Trail
@@ -42,11 +43,35 @@ class EmbeddedExecutor(Executor):
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._generation = 0
+        self._due_watchers: list[threading.Event] = []
 
     def dispatch(self, tasks: Sequence[TaskRecord]) -> None:
-        """Wake every waiting worker of this process."""
+        """Wake every waiting worker of this process; when one of ``tasks`` is scheduled,
+        tell them first to look again at when scheduled tasks fall due."""
+        if any(task.status is Status.SCHEDULED for task in tasks):
+            self.due_times_changed()
         if tasks:
             self.wake()
+
+    def watch_due_times(self, changed: threading.Event) -> Callable[[], None]:
+        """Set ``changed`` whenever a task of this process is dispatched as scheduled, so
+        that a worker re-reads the earliest due time; returns a function that stops it."""
+        with self._condition:
+            self._due_watchers.append(changed)
+
+        def unwatch() -> None:
+            with self._condition:
+                self._due_watchers.remove(changed)
+
+        return unwatch
+
+    def due_times_changed(self) -> None:
+        """Tell every watcher (see ``watch_due_times``) that a scheduled task may now be
+        the earliest one to fall due; they still need a ``wake`` to act on it."""
+        with self._condition:
+            watchers = list(self._due_watchers)
+        for changed in watchers:
+            changed.set()
 
     def wake(self) -> None:
         """Wake every waiting worker of this process, to look for work in the database."""

@@ -22,7 +22,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -34,6 +34,7 @@ from tasktrail.runner import Runner
 from tasktrail.settings import heartbeat_settings, positive
 from tasktrail.states import CANCEL, REQUEUE, Status
 from tasktrail.store.listen import QueueListener, listen_for_queued
+from tasktrail.store.store import SCHEDULED_PAYLOAD
 from tasktrail.trail import Trail
 
 logger = logging.getLogger("tasktrail.worker")
@@ -49,11 +50,16 @@ _ERROR_PAUSE = 1.0
 
 @dataclass
 class _Run:
-    """One run this worker is executing; ``forced`` once its cancel was forced."""
+    """One run this worker is executing; ``forced`` once its cancel was forced.
+
+    ``cancel_deadline`` (``time.monotonic``) is when a cancel it has not acknowledged is
+    forced; set, and read, by the beat thread only.
+    """
 
     task: TaskRecord
     future: concurrent.futures.Future[Any] | None = None
     forced: bool = False
+    cancel_deadline: float | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -70,7 +76,9 @@ class Worker:
     ``TASKTRAIL_HEARTBEAT_INTERVAL`` and ``TASKTRAIL_HEARTBEAT_TIMEOUT`` (else 5 s and 30 s):
     a running task whose heartbeat is older than the timeout is taken back by the reaper
     that every worker runs. A cancel that a run does not acknowledge within
-    ``cancel_grace`` seconds is forced at the next heartbeat. ``stop`` waits
+    ``cancel_grace`` seconds is forced when that grace ends (the worker learns of a cancel
+    asked in another process at its next heartbeat, so with a grace shorter than the
+    heartbeat interval, at that heartbeat). ``stop`` waits
     ``shutdown_timeout`` seconds for running tasks before it queues them again.
     ``poll_interval`` is how often the database is checked without a wake-up (default 5 s
     with PostgreSQL ``LISTEN``, else 0.5 s).
@@ -122,6 +130,7 @@ class Worker:
         # Set when scheduled tasks may have changed; only the dispatch thread clears it.
         self._recheck_due = threading.Event()
         self._promote_at = 0.0
+        self._unwatch_due: Callable[[], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: QueueListener | None = None
         self._threads: dict[str, threading.Thread] = {}
@@ -142,9 +151,10 @@ class Worker:
                 raise RuntimeError(f"worker {self.name} was already started")
             self._state = "started"
         self._loop = loop = asyncio.new_event_loop()
-        self._listener = listen_for_queued(
-            self.store.engine, lambda _queue: self._wake.wake(), queues=self.queues
-        )
+        # A task scheduled in this process (or, through NOTIFY, in another) may fall due
+        # before the next poll: both make the dispatch thread re-read the due times.
+        self._unwatch_due = self._wake.watch_due_times(self._recheck_due)
+        self._listener = listen_for_queued(self.store.engine, self._heard, queues=self.queues)
         self._spawn("loop", loop.run_forever)
         for number in range(self.concurrency):
             self._spawn(f"thread-{number}", self._work)
@@ -174,6 +184,8 @@ class Worker:
         self._stopping.set()
         self._wake.wake()
         self._threads["dispatch"].join()
+        if self._unwatch_due is not None:
+            self._unwatch_due()
         if self._listener is not None:
             self._listener.close()
         wait = self.shutdown_timeout if timeout is None else max(0.0, timeout)
@@ -245,6 +257,11 @@ class Worker:
         self._stop_requested.set()
 
     # -- claiming -----------------------------------------------------------------------
+
+    def _heard(self, queue: str) -> None:
+        if queue == SCHEDULED_PAYLOAD:
+            self._recheck_due.set()
+        self._wake.wake()
 
     def _dispatch_loop(self) -> None:
         while not self._stopping.is_set():
@@ -328,7 +345,14 @@ class Worker:
     # -- heartbeats, cancels, reaping ---------------------------------------------------
 
     def _beat_loop(self) -> None:
-        while not self._beats_stopped.wait(self.heartbeat_interval):
+        next_beat = time.monotonic() + self.heartbeat_interval
+        while not self._beats_stopped.wait(
+            max(0.0, min(next_beat, self._next_cancel_deadline()) - time.monotonic())
+        ):
+            if time.monotonic() < next_beat:
+                self._force_overdue()  # a grace period ended between two beats
+                continue
+            next_beat = time.monotonic() + self.heartbeat_interval
             try:
                 self._beat()
             except Exception:
@@ -352,8 +376,29 @@ class Worker:
             if beat is None or beat.attempt != run.task.attempts or run.forced:
                 continue  # the run lost its task; the Runner will discard its end
             asked = beat.cancel_requested_at
-            if asked is not None and (now - asked).total_seconds() >= self.cancel_grace:
-                self._force_cancel(run)
+            if asked is None or run.cancel_deadline is not None:
+                continue
+            left = self.cancel_grace - (now - asked).total_seconds()
+            run.cancel_deadline = time.monotonic() + left
+        self._force_overdue()
+
+    def _next_cancel_deadline(self) -> float:
+        with self._lock:
+            deadlines = [r.cancel_deadline for r in self._runs.values() if not r.forced]
+        return min((d for d in deadlines if d is not None), default=float("inf"))
+
+    def _force_overdue(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            if run.cancel_deadline is not None and run.cancel_deadline <= now and not run.forced:
+                run.cancel_deadline = None  # once: if it ended meanwhile, so be it
+                try:
+                    self._force_cancel(run)
+                except Exception:
+                    logger.exception("worker %s: forcing a cancel failed", self.name)
+                    run.cancel_deadline = now + _ERROR_PAUSE
 
     def _force_cancel(self, run: _Run) -> None:
         task = run.task

@@ -13,6 +13,8 @@ from tasktrail import Status, Trail
 from tests.scenarios.processes import HEARTBEAT, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.slow
+#: Seconds allowed beyond the promised deadline: scheduling noise on a busy machine.
+RECOVERY_SLACK = 1.5
 
 
 def test_a_killed_workers_task_is_recovered_by_a_survivor(
@@ -30,11 +32,12 @@ def test_a_killed_workers_task_is_recovered_by_a_survivor(
     victim = workers.pop(int(running.worker.rsplit(":", 1)[1]))
     (survivor,) = workers.values()
 
+    killed_at = app.store.clock()
     victim.signal(signal.SIGKILL)
     assert victim.wait() == -signal.SIGKILL
     heartbeat_timeout = float(HEARTBEAT["TASKTRAIL_HEARTBEAT_TIMEOUT"])
     reaper_interval = float(HEARTBEAT["TASKTRAIL_HEARTBEAT_INTERVAL"])
-    # Deadline: the timeout, one reaper interval, and slack for a slow machine.
+    # Only waiting this long; the deadline the issue promises is checked below.
     lose = wait_for(
         lambda: [e for e in app.events(task.id) if (e.data or {}).get("transition") == "lose"],
         timeout=heartbeat_timeout + reaper_interval + 5,
@@ -47,6 +50,10 @@ def test_a_killed_workers_task_is_recovered_by_a_survivor(
         what="the survivor to finish the task",
     )
 
+    # Back in scheduled within the heartbeat timeout plus one reaper interval of the kill
+    # (its last heartbeat came before the kill), with slack for process and CI noise.
+    recovered_after = (lose.created_at - killed_at).total_seconds()
+    assert 0 < recovered_after <= heartbeat_timeout + reaper_interval + RECOVERY_SLACK
     assert (lose.from_status, lose.to_status) == (Status.RUNNING, Status.SCHEDULED)
     assert lose.message is not None
     assert lose.message.startswith(f"worker lost: {running.worker} sent no heartbeat")

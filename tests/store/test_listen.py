@@ -1,8 +1,10 @@
-"""``listen_for_queued``: PostgreSQL tells listeners about queued tasks; SQLite cannot."""
+"""``listen_for_queued``: PostgreSQL tells listeners about queued and scheduled tasks;
+SQLite cannot."""
 
 from __future__ import annotations
 
 import queue
+from datetime import timedelta
 
 from tasktrail import Trail
 from tasktrail.store.listen import listen_for_queued
@@ -28,6 +30,10 @@ def test_listener_hears_tasks_queued_by_another_connection(database_url: str) ->
         submitting.submit("listen.noop", queue="other")  # a queue it does not listen to
         submitting.submit("listen.noop")
         assert heard.get(timeout=5) == "reports"
+        # Scheduled, on any queue: every listener hears "" and re-reads the due times.
+        later = submitting.store.clock() + timedelta(minutes=5)
+        submitting.submit("listen.noop", queue="other", run_after=later)
+        assert heard.get(timeout=5) == ""
         assert heard.empty()
     finally:
         if listener is not None:

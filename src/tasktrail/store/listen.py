@@ -1,11 +1,11 @@
 """Hearing, across processes, that tasks were queued: PostgreSQL ``LISTEN``.
 
 The store sends ``pg_notify('tasktrail_queued', <queue>)`` in the same transaction that
-queues a task, and ``pg_notify('tasktrail_events', <task id>)`` with every event row, so a
-listener hears them once that transaction commits (``listen_for_events`` serves the live
-event feed). SQLite has no such
-channel (nor do PostgreSQL drivers other than psycopg 3); there ``listen_for_queued``
-returns None and workers poll.
+queues a task (with an empty payload when a task becomes scheduled), and
+``pg_notify('tasktrail_events', <task id>)`` with every event row, so a listener hears them
+once that transaction commits (``listen_for_events`` serves the live event feed). SQLite has
+no such channel (nor do PostgreSQL drivers other than psycopg 3); there
+``listen_for_queued`` returns None and workers poll.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from tasktrail.store.store import EVENTS_CHANNEL, QUEUED_CHANNEL
+from tasktrail.store.store import EVENTS_CHANNEL, QUEUED_CHANNEL, SCHEDULED_PAYLOAD
 
 logger = logging.getLogger("tasktrail.listen")
 #: How long one wait for notifications lasts; bounds how late ``close`` is noticed.
@@ -28,6 +28,9 @@ _RECONNECT_SECONDS = 1.0
 class QueueListener:
     """A dedicated PostgreSQL connection that calls ``on_queued(queue)`` for each task
     queued (on one of ``queues``, or on any when ``queues`` is None), in its own thread.
+
+    ``on_queued("")`` (whatever ``queues``) means "look again, at when scheduled tasks fall
+    due too": it comes once after each (re)connect and whenever a task becomes scheduled.
 
     ``connect`` opens the psycopg connection; it is closed when the listener stops.
     """
@@ -73,12 +76,13 @@ class QueueListener:
         with self._connect() as conn:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(QUEUED_CHANNEL)))
             self._listening.set()
-            # Whatever was queued while we were not listening: look once.
-            self._on_queued("")
+            # Whatever was queued or scheduled while we were not listening: look once.
+            self._on_queued(SCHEDULED_PAYLOAD)
             while not self._closed.is_set():
                 for notify in conn.notifies(timeout=_WAIT_SECONDS):
-                    if self._queues is None or notify.payload in self._queues:
-                        self._on_queued(notify.payload)
+                    payload = notify.payload
+                    if self._queues is None or payload in self._queues or not payload:
+                        self._on_queued(payload)
 
 
 def can_listen(engine: Engine) -> bool:

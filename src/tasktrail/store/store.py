@@ -47,6 +47,9 @@ from tasktrail.store.engine import WRITE
 
 EVENTS_CHANNEL = "tasktrail_events"
 QUEUED_CHANNEL = "tasktrail_queued"
+#: Sent on ``QUEUED_CHANNEL`` when a task becomes scheduled. No queue is named "", so every
+#: listener takes it as "look again, at when scheduled tasks fall due too".
+SCHEDULED_PAYLOAD = ""
 #: ``Connection.info`` key: this transaction wrote at least one event row.
 _WROTE_EVENTS = "tasktrail_wrote_events"
 
@@ -118,16 +121,19 @@ class Store(AggregateQueries):
         with self.engine.connect() as own, own.begin():
             yield own
 
-    def _notify(self, conn: Connection, channel: str, payload: str) -> None:
-        # NOTIFY is transactional: listeners hear it only if and when this commits.
-        if self.dialect == "postgresql":
-            conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
-
     def _event(self, conn: Connection, **values: Any) -> None:
+        status: Status | None = values.get("to_status")
+        queue: str | None = values.pop("queue", None)
         statement = q.insert_event(now=values.pop("now", None) or self.clock(), **values)
         if self.dialect == "postgresql":
-            # The NOTIFY rides on the INSERT: one round trip per event, not two.
-            statement = statement.returning(q.notify_of_event(EVENTS_CHANNEL))
+            # NOTIFYs ride on the INSERT: one round trip per event, not two or three. They
+            # are transactional: listeners hear them only if and when this commits.
+            notices = [q.notify_of_event(EVENTS_CHANNEL)]
+            if status is Status.QUEUED and queue is not None:
+                notices.append(sa.func.pg_notify(QUEUED_CHANNEL, queue))
+            elif status is Status.SCHEDULED:
+                notices.append(sa.func.pg_notify(QUEUED_CHANNEL, SCHEDULED_PAYLOAD))
+            statement = statement.returning(*notices)
         conn.execute(statement)
         conn.info[_WROTE_EVENTS] = True
 
@@ -184,9 +190,8 @@ class Store(AggregateQueries):
                 data={"transition": "submit"},
                 actor=actor,
                 now=now,
+                queue=new.queue,
             )
-            if new.status is Status.QUEUED:
-                self._notify(c, QUEUED_CHANNEL, new.queue)
             # The inserted row as stored (RETURNING), so no second read; links only if any.
             record = TaskRecord.from_row(inserted._mapping)
             return self._with_links(c, [record])[0] if new.links else record
@@ -307,9 +312,8 @@ class Store(AggregateQueries):
             data={"transition": transition.name, **(data or {})},
             actor=actor,
             now=now,
+            queue=updated.queue,
         )
-        if updated.status is Status.QUEUED:
-            self._notify(conn, QUEUED_CHANNEL, updated.queue)
         return updated
 
     def claim(
