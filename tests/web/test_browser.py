@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import httpx
+import sqlalchemy as sa
 from playwright.sync_api import Page, expect
 
 from tasktrail import Trail
+from tasktrail.schema import events
+from tasktrail.web.routes import TIMELINE_LIMIT
 from tests.support.polling import eventually
 from tests.web.apps import EVIL_ERROR, EVIL_NAME, EVIL_PARAM, EVIL_STEP
 from tests.web.conftest import ARTIFACTS
@@ -102,3 +106,60 @@ def test_user_text_is_shown_as_text_and_never_runs(
     page.goto(server + "/")
     expect(page.locator(f'tr[data-task-id="{task.id}"]')).to_contain_text(EVIL_NAME)
     assert page.evaluate("typeof window.xss") == "undefined"
+
+
+def test_a_task_with_more_events_than_the_page_shows_does_not_reload_in_a_loop(
+    page: Page, parked_server: str, web_trail: Trail
+) -> None:
+    task = web_trail.submit("web.fail", {})
+    # Old failures, each with a traceback, before the real one: more events than any page
+    # shows. A page that resumed its stream inside this history would replay transitions
+    # and reload for ever.
+    old = 10_050
+    now = datetime.now(UTC)
+    with web_trail.store.writing() as conn:
+        conn.execute(
+            sa.insert(events),
+            [
+                {
+                    "task_id": task.id,
+                    "type": "transition",
+                    "from_status": "running",
+                    "to_status": "scheduled",
+                    "message": f"old failure {n}",
+                    "data": {"transition": "fail", "traceback": f"OLD TRACEBACK {n}"},
+                    "created_at": now,
+                }
+                for n in range(old)
+            ],
+        )
+    web_trail.run_pending()
+    assert web_trail.get(task.id).status.value == "failed"
+    total = len(web_trail.events(task.id, limit=20_000))
+
+    page.goto(f"{parked_server}/tasks/{task.id}")
+    expect(page.locator("#omitted")).to_contain_text(
+        f"{total - TIMELINE_LIMIT} older events not shown"
+    )
+    timeline = page.locator("#timeline tbody tr")
+    expect(timeline).to_have_count(TIMELINE_LIMIT)
+    expect(timeline.last).to_contain_text("running → failed")
+    expect(page.locator("#traceback")).to_contain_text("planned failure")
+    expect(page.locator("#traceback")).not_to_contain_text("OLD TRACEBACK")
+
+    web_trail.retry(task.id)
+    expect(page.locator('h1 [data-field="status"]')).to_have_text("queued")
+    expect(timeline.last).to_contain_text("failed → queued")
+    page.evaluate("window.notReloaded = true")
+    page.wait_for_timeout(3000)
+    assert page.evaluate("window.notReloaded === true"), "the page keeps reloading"
+
+    claimed = web_trail.store.claim(worker="test")
+    assert claimed is not None and claimed.id == task.id
+    expect(page.locator('h1 [data-field="status"]')).to_have_text("running")
+    page.evaluate("window.notReloaded = true")
+    web_trail.store.record_progress(task.id, claimed.attempts, 42, "live step")
+    expect(page.locator("#task-step")).to_have_text("live step")
+    expect(page.locator('.progress [data-field="percent"]')).to_have_text("42%")
+    page.wait_for_timeout(2000)
+    assert page.evaluate("window.notReloaded === true"), "the page keeps reloading"

@@ -37,6 +37,14 @@ class Throughput:
 
 
 @dataclass(frozen=True)
+class History:
+    """The newest events of one task, oldest first, and how many older ones were left out."""
+
+    events: tuple[EventRecord, ...]
+    omitted: int
+
+
+@dataclass(frozen=True)
 class TransitionCount:
     """How many times one transition moved a task into ``status``."""
 
@@ -92,6 +100,23 @@ class AggregateQueries:
         with self.reading() as c:
             rows = c.execute(q.lost_recoveries(limit)).all()
         return [EventRecord.from_row(r._mapping) for r in rows]
+
+    def task_history(self, task_id: str, limit: int) -> History:
+        """The newest ``limit`` events of a task (oldest first, as a timeline reads) and
+        the number of older events not included; one consistent snapshot."""
+        with self.reading() as c:
+            rows = c.execute(q.latest_events(task_id, limit)).all()
+            shown = [EventRecord.from_row(r._mapping) for r in reversed(rows)]
+            omitted = 0
+            if len(shown) == limit:
+                omitted = int(c.execute(q.count_events_before(task_id, shown[0].id)).scalar_one())
+        return History(events=tuple(shown), omitted=omitted)
+
+    def last_traceback(self, task_id: str) -> str | None:
+        """The traceback of the task's latest failing transition that recorded one."""
+        with self.reading() as c:
+            text = c.execute(q.last_traceback(task_id)).scalar_one_or_none()
+        return text if isinstance(text, str) else None
 
     def run_duration_histogram(self, bounds: Sequence[float]) -> DurationHistogram:
         """Durations of the last run of every finished task that ran, in ``bounds``."""

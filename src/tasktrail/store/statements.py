@@ -351,6 +351,32 @@ def list_events(
     return statement.order_by(events.c.id).limit(limit)
 
 
+def latest_events(task_id: str, limit: int) -> sa.Select[Any]:
+    """The newest ``limit`` events of one task, newest first."""
+    return (
+        sa.select(events)
+        .where(events.c.task_id == task_id)
+        .order_by(events.c.id.desc())
+        .limit(limit)
+    )
+
+
+def count_events_before(task_id: str, before_id: int) -> sa.Select[Any]:
+    """How many events of one task precede the event ``before_id``."""
+    return sa.select(sa.func.count()).where(events.c.task_id == task_id, events.c.id < before_id)
+
+
+def last_traceback(task_id: str) -> sa.Select[Any]:
+    """The traceback recorded by the task's latest transition that recorded one."""
+    text = events.c.data["traceback"].as_string()
+    return (
+        sa.select(text)
+        .where(events.c.task_id == task_id, events.c.type == "transition", text.is_not(None))
+        .order_by(events.c.id.desc())
+        .limit(1)
+    )
+
+
 def event_ids(after: int, limit: int) -> sa.Select[Any]:
     """Ids of the events after ``after``, ascending."""
     return sa.select(events.c.id).where(events.c.id > after).order_by(events.c.id).limit(limit)

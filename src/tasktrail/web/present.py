@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from tasktrail.records import EventRecord, TaskRecord
+from tasktrail.records import TaskRecord
 from tasktrail.states import CANCEL, Status, retry_transition
 
 
@@ -57,16 +57,6 @@ def actions(status: Status, failed_items: int) -> Actions:
     return Actions(
         cancel=CANCEL.allows(status), retry=retry, retry_failed_items=retry and failed_items > 0
     )
-
-
-def traceback_of(events: Sequence[EventRecord]) -> str | None:
-    """The traceback of the task's latest failing transition, if one recorded it."""
-    for event in reversed(events):
-        if event.type == "transition" and isinstance(event.data, dict):
-            text = event.data.get("traceback")
-            if isinstance(text, str):
-                return text
-    return None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from tasktrail.trail import Trail
 from tasktrail.web import auth, present
 
 PAGE_SIZE = 50
+#: How many of a task's newest events its page shows; the page says how many it left out.
+TIMELINE_LIMIT = 1_000
 #: Content Security Policy of every page: our own scripts and styles only, so even markup
 #: that slipped through escaping could not run a script.
 CSP = (
@@ -159,22 +161,24 @@ def router(trail: Trail, feed: Feed, *, token: str | None, root: str = "") -> AP
         if (redirect := login_first(request)) is not None:
             return redirect
         # History before the task: a change in between is then in the live stream, which
-        # reloads the page, rather than lost between the two reads.
-        history = trail.events(task_id, limit=10_000)
+        # reloads the page, rather than lost between the two reads. The stream resumes
+        # after the newest event shown, so it never replays one the page already has.
+        history = trail.store.task_history(task_id, TIMELINE_LIMIT)
         try:
             task = trail.get(task_id)
         except TaskNotFound:
             return page(request, "missing.html", status_code=404, what=f"task {task_id}")
         counts = trail.item_counts(task_id)
-        last = history[-1].id if history else 0
+        last = history.events[-1].id if history.events else trail.store.last_event_id()
         return page(
             request,
             "task.html",
             task=task,
             items=trail.items(task_id),
             counts=counts,
-            events=history,
-            traceback=present.traceback_of(history),
+            events=history.events,
+            omitted=history.omitted,
+            traceback=trail.store.last_traceback(task_id),
             actions=present.actions(task.status, counts.failed),
             stream=f"{root}/stream?{urlencode({'task_id': task.id, 'after': last})}",
         )
