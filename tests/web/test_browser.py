@@ -163,3 +163,33 @@ def test_a_task_with_more_events_than_the_page_shows_does_not_reload_in_a_loop(
     expect(page.locator('.progress [data-field="percent"]')).to_have_text("42%")
     page.wait_for_timeout(2000)
     assert page.evaluate("window.notReloaded === true"), "the page keeps reloading"
+
+
+def test_the_tasks_page_adds_and_drops_rows_live(
+    page: Page, parked_server: str, web_trail: Trail
+) -> None:
+    queued = page.context.new_page()
+    queued.goto(f"{parked_server}/?status=queued")
+    page.goto(parked_server + "/")
+    for tab in (page, queued):
+        expect(tab.locator("#task-rows")).to_contain_text("No tasks.")
+        tab.evaluate("window.notReloaded = true")
+
+    with httpx.Client(base_url=parked_server, timeout=20) as http:
+        task_id = http.post("/api/v1/tasks", json={"name": "web.echo", "params": {}}).json()["id"]
+
+    for tab in (page, queued):
+        row = tab.locator(f'#task-rows tr[data-task-id="{task_id}"]')
+        expect(row.locator('[data-field="status"]')).to_have_text("queued")
+        expect(tab.locator('[data-count="queued"] b')).to_have_text("1")
+
+    assert web_trail.run_pending() == 1
+    expect(page.locator(f'tr[data-task-id="{task_id}"] [data-field="status"]')).to_have_text(
+        "completed"
+    )
+    expect(page.locator('[data-count="completed"] b')).to_have_text("1")
+    expect(queued.locator(f'tr[data-task-id="{task_id}"]')).to_have_count(0)
+    expect(queued.locator("#task-rows")).to_contain_text("No tasks.")
+    expect(queued.locator('[data-count="queued"] b')).to_have_text("0")
+    for tab in (page, queued):
+        assert tab.evaluate("window.notReloaded === true"), "the page reloaded"

@@ -17,6 +17,7 @@ from tasktrail.api.events import EventJson, resume_point, sse_stream
 from tasktrail.errors import InvalidInput, InvalidTransition, TaskNotFound
 from tasktrail.feed import Feed
 from tasktrail.metrics import CONTENT_TYPE, exposition
+from tasktrail.records import Page
 from tasktrail.states import Status
 from tasktrail.trail import Trail
 from tasktrail.web import auth, present
@@ -30,6 +31,12 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
 )
+# The tasks page's filters, as query parameters (module level: FastAPI resolves them late).
+StatusParam = Annotated[str | None, Query(max_length=20)]
+NameParam = Annotated[str | None, Query(max_length=200)]
+QueueParam = Annotated[str | None, Query(max_length=100)]
+ResourceParam = Annotated[str | None, Query(max_length=301)]
+CursorParam = Annotated[str | None, Query(max_length=64)]
 #: What an inline SVG chart covers on the overview page.
 CHART_WINDOW = timedelta(hours=1)
 CHART_BUCKETS = 12
@@ -104,57 +111,103 @@ def router(trail: Trail, feed: Feed, *, token: str | None, root: str = "") -> AP
         response.delete_cookie(auth.SESSION_COOKIE, path=cookie_path)
         return response
 
-    @web.get("/")
-    def tasks_page(
-        request: Request,
-        status: Annotated[str | None, Query(max_length=20)] = None,
-        name: Annotated[str | None, Query(max_length=200)] = None,
-        queue: Annotated[str | None, Query(max_length=100)] = None,
-        resource: Annotated[str | None, Query(max_length=301)] = None,
-        cursor: Annotated[str | None, Query(max_length=64)] = None,
-    ) -> Response:
-        if (redirect := login_first(request)) is not None:
-            return redirect
+    def tasks_view(
+        status: str | None,
+        name: str | None,
+        queue: str | None,
+        resource: str | None,
+        cursor: str | None,
+        *,
+        rows: bool = True,
+    ) -> dict[str, Any]:
+        """What the tasks page and its fragments show for these filters and page (without
+        reading the page's tasks when ``rows`` is false)."""
         filters = {
             "status": status or None,
             "name": name or None,
             "queue": queue or None,
             "resource": resource or None,
         }
-        # Read the cursor first: the stream then resumes right after what this page shows.
-        last = trail.store.last_event_id()
         try:
             pair = _resource(filters["resource"])
-            listing = trail.list_tasks(
-                status=filters["status"],
-                name=filters["name"],
-                queue=filters["queue"],
-                resource=pair,
-                cursor=cursor or None,
-                limit=PAGE_SIZE,
-            )
+            listing = Page(items=(), next_cursor=None)
+            if rows:
+                listing = trail.list_tasks(
+                    status=filters["status"],
+                    name=filters["name"],
+                    queue=filters["queue"],
+                    resource=pair,
+                    cursor=cursor or None,
+                    limit=PAGE_SIZE,
+                )
         except InvalidInput as exc:
             raise HTTPException(422, str(exc)) from None
         counts = trail.store.status_counts(
             name=filters["name"], queue=filters["queue"], resource=pair
         )
-        kept = {k: v for k, v in filters.items() if v is not None and k != "status"}
+        query = {k: v for k, v in filters.items() if v is not None}
+        kept = {k: v for k, v in query.items() if k != "status"}
+        here = {**query, **({"cursor": cursor} if cursor else {})}
         next_url = None
         if listing.next_cursor is not None:
-            query = {**{k: v for k, v in filters.items() if v is not None}}
             next_url = f"{root}/?{urlencode({**query, 'cursor': listing.next_cursor})}"
-        return page(
-            request,
-            "tasks.html",
-            tasks=listing.items,
-            counts=[(s, counts.get(s, 0)) for s in Status],
-            total=sum(counts.values()),
-            filters=filters,
-            status_url=lambda s: f"{root}/?{urlencode({**kept, 'status': s})}",
-            next_url=next_url,
-            first_page=cursor is not None,
-            stream=f"{root}/stream?after={last}",
-        )
+        return {
+            "tasks": listing.items,
+            "counts": [(s, counts.get(s, 0)) for s in Status],
+            "total": sum(counts.values()),
+            "filters": filters,
+            "status_url": lambda s: f"{root}/?{urlencode({**kept, 'status': s})}",
+            "next_url": next_url,
+            "first_url": f"{root}/?{urlencode(query)}" if cursor else None,
+            "rows_url": f"{root}/fragments/rows?{urlencode(here)}",
+            "counts_url": f"{root}/fragments/counts?{urlencode(query)}",
+        }
+
+    @web.get("/")
+    def tasks_page(
+        request: Request,
+        status: StatusParam = None,
+        name: NameParam = None,
+        queue: QueueParam = None,
+        resource: ResourceParam = None,
+        cursor: CursorParam = None,
+    ) -> Response:
+        if (redirect := login_first(request)) is not None:
+            return redirect
+        # Read the cursor first: the stream then resumes right after what this page shows.
+        last = trail.store.last_event_id()
+        view = tasks_view(status, name, queue, resource, cursor)
+        return page(request, "tasks.html", stream=f"{root}/stream?after={last}", **view)
+
+    @web.get("/fragments/rows")
+    def rows_fragment(
+        request: Request,
+        status: StatusParam = None,
+        name: NameParam = None,
+        queue: QueueParam = None,
+        resource: ResourceParam = None,
+        cursor: CursorParam = None,
+    ) -> Response:
+        """The tasks page's table rows, fetched again by htmx when the stream reports a
+        change: new matching tasks appear, ones that stopped matching leave."""
+        if not auth.is_logged_in(request, token):
+            raise HTTPException(401, "log in first")
+        view = tasks_view(status, name, queue, resource, cursor)
+        return page(request, "_rows.html", **view)
+
+    @web.get("/fragments/counts")
+    def counts_fragment(
+        request: Request,
+        status: StatusParam = None,
+        name: NameParam = None,
+        queue: QueueParam = None,
+        resource: ResourceParam = None,
+    ) -> Response:
+        """The tasks page's counts per status, fetched again like the rows."""
+        if not auth.is_logged_in(request, token):
+            raise HTTPException(401, "log in first")
+        view = tasks_view(status, name, queue, resource, None, rows=False)
+        return page(request, "_counts.html", **view)
 
     @web.get("/tasks/{task_id}")
     def task_page(request: Request, task_id: str) -> Response:
