@@ -28,12 +28,18 @@ class DurationHistogram:
 
 @dataclass(frozen=True)
 class Throughput:
-    """Runs that ended per time window, oldest window first."""
+    """Runs that ended per queue and time window, oldest window first; ``completed`` and
+    ``failed`` hold only the queues with a run ending in the windows."""
 
     starts: tuple[datetime, ...]
     width: timedelta
-    completed: tuple[int, ...]
-    failed: tuple[int, ...]
+    completed: dict[str, tuple[int, ...]]
+    failed: dict[str, tuple[int, ...]]
+
+    def of(self, queue: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``(completed, failed)`` per window for ``queue`` (zeros when it had none)."""
+        zeros = (0,) * len(self.starts)
+        return self.completed.get(queue, zeros), self.failed.get(queue, zeros)
 
 
 @dataclass(frozen=True)
@@ -131,17 +137,17 @@ class AggregateQueries:
         )
 
     def throughput(self, *, window: timedelta, buckets: int) -> Throughput:
-        """Runs that ended completed or failed in each of ``buckets`` equal slices of the
-        last ``window``, oldest first."""
+        """Per queue, runs that ended completed or failed in each of ``buckets`` equal
+        slices of the last ``window``, oldest first."""
         width = window / buckets
         since = self.clock() - window
         with self.reading() as c:
-            row = list(c.execute(q.finished_per_bucket(since, width, buckets)).one())
+            rows = c.execute(q.finished_per_bucket(since, width, buckets)).all()
         return Throughput(
             starts=tuple(since + width * i for i in range(buckets)),
             width=width,
-            completed=tuple(int(v) for v in row[0::2]),
-            failed=tuple(int(v) for v in row[1::2]),
+            completed={str(r[0]): tuple(int(v) for v in r[1::2]) for r in rows},
+            failed={str(r[0]): tuple(int(v) for v in r[2::2]) for r in rows},
         )
 
 

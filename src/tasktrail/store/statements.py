@@ -517,10 +517,11 @@ def run_duration_histogram(dialect: str, bounds: Sequence[float]) -> sa.Select[A
 
 
 def finished_per_bucket(since: datetime, width: timedelta, buckets: int) -> sa.Select[Any]:
-    """One row: for each of ``buckets`` consecutive windows of ``width`` from ``since``, how
-    many runs ended ``completed`` and how many ended ``failed`` or ``partial_failure``."""
+    """Per queue with any: the queue, then for each of ``buckets`` consecutive windows of
+    ``width`` from ``since``, how many runs ended ``completed`` and how many ended
+    ``failed`` or ``partial_failure``."""
     failed = [Status.FAILED.value, Status.PARTIAL_FAILURE.value]
-    columns: list[sa.ColumnElement[Any]] = []
+    columns: list[sa.ColumnElement[Any]] = [tasks.c.queue]
     for index in range(buckets):
         start, end = since + width * index, since + width * (index + 1)
         inside = sa.and_(events.c.created_at >= start, events.c.created_at < end)
@@ -528,8 +529,13 @@ def finished_per_bucket(since: datetime, width: timedelta, buckets: int) -> sa.S
         failing = sa.and_(inside, events.c.to_status.in_(failed))
         columns.append(sa.func.coalesce(sa.func.sum(sa.case((completed, 1), else_=0)), 0))
         columns.append(sa.func.coalesce(sa.func.sum(sa.case((failing, 1), else_=0)), 0))
-    return sa.select(*columns).where(
-        events.c.type == "transition",
-        events.c.created_at >= since,
-        events.c.from_status == Status.RUNNING.value,
+    return (
+        sa.select(*columns)
+        .select_from(events.join(tasks, tasks.c.id == events.c.task_id))
+        .where(
+            events.c.type == "transition",
+            events.c.created_at >= since,
+            events.c.from_status == Status.RUNNING.value,
+        )
+        .group_by(tasks.c.queue)
     )

@@ -92,3 +92,34 @@ def failure_rates(completed: Sequence[int], failed: Sequence[int]) -> list[float
 def window_labels(starts: Sequence[datetime], width: timedelta) -> list[str]:
     """``HH:MM-HH:MM`` for each window."""
     return [f"{s:%H:%M}-{s + width:%H:%M}" for s in starts]
+
+
+@dataclass(frozen=True)
+class QueueCharts:
+    """One queue's pair of charts on the overview: runs completed and failure rate."""
+
+    queue: str
+    throughput: list[Bar]
+    failures: list[Bar]
+    completed: int
+    failed: int
+
+
+def queue_charts(
+    queue: str, completed: Sequence[int], failed: Sequence[int], labels: Sequence[str]
+) -> QueueCharts:
+    """The two charts of ``queue`` from its per-window counts; each bar's label ends with
+    the value it draws."""
+    rates = failure_rates(completed, failed)
+    runs = [f"{label}: {c} completed" for label, c in zip(labels, completed, strict=True)]
+    shares = [
+        f"{label}: {r:.0f}% of {c + f} failed"
+        for label, r, c, f in zip(labels, rates, completed, failed, strict=True)
+    ]
+    return QueueCharts(
+        queue=queue,
+        throughput=bars([float(c) for c in completed], runs),
+        failures=bars(rates, shares, top=100),
+        completed=sum(completed),
+        failed=sum(failed),
+    )

@@ -276,31 +276,35 @@ def router(trail: Trail, feed: Feed, *, token: str | None, root: str = "") -> AP
             ),
         )
 
+    def overview_view() -> dict[str, Any]:
+        """What the overview shows: per queue, counts, lag and the last hour's charts."""
+        store = trail.store
+        counts = store.queue_status_counts()
+        now = store.clock()
+        oldest = store.oldest_queued()
+        flow = store.throughput(window=CHART_WINDOW, buckets=CHART_BUCKETS)
+        queues = sorted({queue for queue, _ in counts} | set(flow.completed))
+        labels = present.window_labels(flow.starts, flow.width)
+        return {
+            "statuses": list(Status),
+            "queues": [(q, [counts.get((q, s), 0) for s in Status], oldest.get(q)) for q in queues],
+            "now": now,
+            "charts": [present.queue_charts(q, *flow.of(q), labels) for q in queues],
+            "recoveries": store.lost_recoveries(),
+        }
+
     @web.get("/overview")
     def overview_page(request: Request) -> Response:
         if (redirect := login_first(request)) is not None:
             return redirect
-        store = trail.store
-        counts = store.queue_status_counts()
-        queues = sorted({queue for queue, _ in counts})
-        now = store.clock()
-        oldest = store.oldest_queued()
-        flow = store.throughput(window=CHART_WINDOW, buckets=CHART_BUCKETS)
-        labels = present.window_labels(flow.starts, flow.width)
-        rates = present.failure_rates(flow.completed, flow.failed)
-        return page(
-            request,
-            "overview.html",
-            statuses=list(Status),
-            queues=[(q, [counts.get((q, s), 0) for s in Status], oldest.get(q)) for q in queues],
-            now=now,
-            throughput=present.bars([float(c) for c in flow.completed], labels),
-            failures=present.bars(rates, labels, top=100),
-            completed_total=sum(flow.completed),
-            failed_total=sum(flow.failed),
-            recoveries=store.lost_recoveries(),
-            stream=None,
-        )
+        return page(request, "overview.html", stream=None, **overview_view())
+
+    @web.get("/fragments/overview")
+    def overview_fragment(request: Request) -> Response:
+        """The overview's content, which htmx fetches again every few seconds."""
+        if not auth.is_logged_in(request, token):
+            raise HTTPException(401, "log in first")
+        return page(request, "_overview.html", **overview_view())
 
     @web.get("/stream")
     async def stream(
