@@ -52,6 +52,13 @@ def test_the_tasks_page_filters_counts_and_pages_by_keyset(
     assert rows(second.text) == list(reversed(echoes))[PAGE_SIZE - 1 :]
     assert 'rel="next"' not in second.text
 
+    filtered = parked.get("/", params={"name": "web.echo"}).text
+    next_url = re.search(r'href="([^"]+)" rel="next"', filtered)
+    assert next_url is not None
+    page_two = parked.get(next_url.group(1).replace("&amp;", "&")).text
+    assert rows(page_two) == list(reversed(echoes))[PAGE_SIZE:]
+    assert 'href="/?name=web.echo" rel="first"' in page_two
+
     assert rows(parked.get("/", params={"status": "queued"}).text) == [linked.id]
     assert rows(parked.get("/", params={"queue": "slow"}).text) == [linked.id]
     assert rows(parked.get("/", params={"name": "web.fail"}).text) == [linked.id]
@@ -141,6 +148,24 @@ def charts_of(html: str, queue: str) -> tuple[list[tuple[float, str]], list[tupl
         [(float(h), label) for h, label in BAR.findall(throughput)],
         [(float(h), label) for h, label in BAR.findall(failures)],
     )
+
+
+def test_the_resource_page_pages_by_keyset(web_trail: Trail, parked: httpx.Client) -> None:
+    linked = [
+        web_trail.submit("web.echo", {}, links=[Link("roadmap", "r 2", role="bulk")], run=False).id
+        for _ in range(PAGE_SIZE + 2)
+    ]
+    newest_first = list(reversed(linked))
+
+    first = parked.get("/resources/roadmap/r%202").text
+    assert rows(first) == newest_first[:PAGE_SIZE]
+    assert 'rel="first"' not in first
+    next_url = re.search(r'href="([^"]+)" rel="next"', first)
+    assert next_url is not None
+    second = parked.get(next_url.group(1).replace("&amp;", "&")).text
+    assert rows(second) == newest_first[PAGE_SIZE:]
+    assert 'rel="next"' not in second
+    assert 'href="/resources/roadmap/r%202" rel="first"' in second
 
 
 def test_the_overview_shows_queues_throughput_and_lost_workers(

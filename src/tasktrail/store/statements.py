@@ -299,9 +299,14 @@ def list_tasks(
 
 
 def tasks_for(
-    resource_type: str, resource_id: str, active: bool | None, limit: int | None = None
+    resource_type: str,
+    resource_id: str,
+    active: bool | None,
+    limit: int | None = None,
+    before_id: str | None = None,
 ) -> sa.Select[Any]:
-    """Tasks linked to one resource, newest first, with the link's role; at most ``limit``.
+    """Tasks linked to one resource, newest first, with the link's role; at most ``limit``,
+    older than ``before_id`` (the keyset cursor) when given.
 
     Ordered by the link's ``task_id`` (equal to the task's id) so that the links index
     (resource_type, resource_id, task_id) yields the newest first and a limit stops early.
@@ -316,6 +321,8 @@ def tasks_for(
         statement = statement.where(tasks.c.status.in_(active_values))
     elif active is False:
         statement = statement.where(tasks.c.status.not_in(active_values))
+    if before_id is not None:
+        statement = statement.where(links.c.task_id < before_id)
     statement = statement.order_by(links.c.task_id.desc())
     return statement if limit is None else statement.limit(limit)
 

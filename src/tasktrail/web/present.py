@@ -33,11 +33,10 @@ def age(seconds: float) -> str:
 
 
 def duration(task: TaskRecord) -> str:
-    """How long the task's last run took (or has taken so far, if unfinished)."""
-    if task.started_at is None:
-        return ""
-    end = task.completed_at if task.completed_at is not None else None
-    if end is None or end < task.started_at:
+    """How long the task's last run took, once it has finished; empty while it runs or
+    when it never ran."""
+    end = task.completed_at
+    if task.started_at is None or end is None or end < task.started_at:
         return ""
     return age((end - task.started_at).total_seconds())
 

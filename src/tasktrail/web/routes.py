@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import jinja2
 from fastapi import APIRouter, Header, HTTPException, Query, Request
@@ -258,17 +258,28 @@ def router(trail: Trail, feed: Feed, *, token: str | None, root: str = "") -> AP
         return RedirectResponse(f"{root}/tasks/{task_id}", status_code=303)
 
     @web.get("/resources/{resource_type}/{resource_id}")
-    def resource_page(request: Request, resource_type: str, resource_id: str) -> Response:
+    def resource_page(
+        request: Request, resource_type: str, resource_id: str, cursor: CursorParam = None
+    ) -> Response:
         if (redirect := login_first(request)) is not None:
             return redirect
         last = trail.store.last_event_id()
         check = trail.status_check(resource_type, resource_id)
+        linked = trail.store.tasks_for(
+            resource_type, resource_id, limit=PAGE_SIZE + 1, before_id=cursor or None
+        )
+        here = f"{root}/resources/{quote(resource_type, safe='')}/{quote(resource_id, safe='')}"
+        shown = linked[:PAGE_SIZE]
         return page(
             request,
             "resource.html",
             resource_type=resource_type,
             resource_id=resource_id,
-            tasks=trail.tasks_for(resource_type, resource_id),
+            tasks=shown,
+            next_url=f"{here}?{urlencode({'cursor': shown[-1].id})}"
+            if len(linked) > PAGE_SIZE
+            else None,
+            first_url=here if cursor else None,
             check=check,
             stream=f"{root}/stream?"
             + urlencode(
