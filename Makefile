@@ -31,6 +31,11 @@ test: check
 bench: install
 	$(BIN)/python -m benchmarks
 
+## The dashboard's pages over a big PostgreSQL database (see benchmarks/README.md).
+.PHONY: bench-dashboard
+bench-dashboard: install
+	$(BIN)/python -m benchmarks.dashboard
+
 ## Against Procrastinate, and at scale, in a virtualenv of their own (see benchmarks/README.md).
 PEERS := benchmarks/.venv-peers
 $(PEERS)/.installed: pyproject.toml

@@ -3,14 +3,17 @@ a big PostgreSQL database. Never run by the test suite (filling takes minutes).
 
 Fills a scratch database with ``BENCH_DASH_TASKS`` tasks (default 1,000,000), five events
 each (so 5,000,000 by default) and one link each (100 tasks per resource), generated inside
-PostgreSQL; then requests the tasks page, a task page and a resource page
-``BENCH_DASH_SAMPLES`` times each (default 50) from a real server on loopback and prints the
-p50 and p95 of the time to the whole response.
+PostgreSQL with a realistic status mix (mostly completed, a few failed, queued and running);
+then requests the tasks page (unfiltered, filtered by status, name, queue and resource, and
+its second page), a task page and a resource page ``BENCH_DASH_SAMPLES`` times each
+(default 50) from a real server on loopback and prints the p50 and p95 of the time to the
+whole response. ``make bench-dashboard`` runs it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import threading
 import time
@@ -40,7 +43,9 @@ INSERT INTO tasktrail_tasks (id, name, params, status, progress, attempts, max_a
     backoff, queue, priority, created_at, updated_at, queued_at, started_at, completed_at,
     version)
 SELECT lpad(to_hex(n), 26, '0'), 'bench.task' || (n %% 20), jsonb_build_object('n', n),
-    (ARRAY['completed','completed','completed','failed','cancelled','queued'])[1 + n %% 6],
+    CASE WHEN n %% 100 < 85 THEN 'completed' WHEN n %% 100 < 90 THEN 'failed'
+        WHEN n %% 100 < 92 THEN 'cancelled' WHEN n %% 100 < 95 THEN 'queued'
+        WHEN n %% 100 < 97 THEN 'running' ELSE 'scheduled' END,
     100, 1, 3, 2, 'q' || (n %% 4), 0,
     now() - make_interval(secs => %(tasks)s - n), now(), now(), now(), now(), 1
 FROM generate_series(1, %(tasks)s) AS n
@@ -101,6 +106,14 @@ def timings(get: Callable[[], httpx.Response]) -> tuple[float, float]:
     return statistics.median(samples), percentiles[18]
 
 
+def second_page(http: httpx.Client) -> str:
+    """The path of the tasks page's second page (its "Next page" link)."""
+    found = re.search(r'href="([^"]+)" rel="next"', http.get("/").text)
+    if found is None:
+        raise SystemExit("the tasks page has no next page: fill more tasks")
+    return found.group(1).replace("&amp;", "&")
+
+
 def main() -> None:
     """Fill, serve, measure, print."""
     console = Console()
@@ -112,16 +125,22 @@ def main() -> None:
         app = FastAPI()
         tasktrail.web.mount(app, trail, token="")
         task_id = format(TASKS // 2, "x").rjust(26, "0")
+        resource = f"r{TASKS // 200}"
         pages = {
             "tasks page (/)": "/",
             "tasks page, status=failed": "/?status=failed",
+            "tasks page, name=bench.task7": "/?name=bench.task7",
+            "tasks page, queue=q2": "/?queue=q2",
+            "tasks page, name and status=failed": "/?name=bench.task7&status=failed",
+            f"tasks page, resource=roadmap:{resource}": f"/?resource=roadmap:{resource}",
             "task page": f"/tasks/{task_id}",
-            "resource page (100 tasks)": f"/resources/roadmap/r{TASKS // 200}",
+            "resource page (100 tasks)": f"/resources/roadmap/{resource}",
         }
         table = Table(title=f"dashboard render, {TASKS:,} tasks, {TASKS * 5:,} events")
         for column in ("page", "p50 ms", "p95 ms"):
             table.add_column(column)
         with serve(app) as base, httpx.Client(base_url=base, timeout=120) as http:
+            pages["tasks page, second page (cursor)"] = second_page(http)
             for label, path in pages.items():
                 p50, p95 = timings(lambda path=path: http.get(path))  # type: ignore[misc]
                 table.add_row(label, f"{p50:.1f}", f"{p95:.1f}")

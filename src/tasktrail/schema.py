@@ -86,7 +86,25 @@ tasks = sa.Table(
     sa.Index(None, "status", "queue", "priority", "run_after"),
     sa.Index(None, "status", "heartbeat_at"),
     sa.Index(None, "name", "id"),
+    # Filtered keyset pages (newest first within a status or a queue).
+    sa.Index(None, "status", "id"),
+    sa.Index(None, "queue", "id"),
 )
+
+# Keep these predicates equal to migration 0002's: autogenerate compares an index's
+# columns but not its WHERE clause.
+_QUEUED = sa.text("status = 'queued'")
+_ACTIVE = sa.text("status IN ('queued', 'scheduled', 'running')")
+# Claiming reads the best queued task: the index holds only queued rows, in claim order.
+sa.Index(
+    "ix_tasktrail_tasks_claim",
+    tasks.c.priority.desc(),
+    tasks.c.id,
+    postgresql_where=_QUEUED,
+    sqlite_where=_QUEUED,
+)
+# Active tasks of a resource: a small index however many finished tasks there are.
+sa.Index("ix_tasktrail_tasks_active", tasks.c.id, postgresql_where=_ACTIVE, sqlite_where=_ACTIVE)
 
 links = sa.Table(
     f"{PREFIX}links",

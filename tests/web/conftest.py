@@ -51,6 +51,13 @@ def server(web_trail: Trail) -> Iterator[str]:
 
 
 @pytest.fixture
+def parked_server(web_trail: Trail) -> Iterator[str]:
+    """The URL of what ``tasktrail serve`` serves, with no worker: tasks stay put."""
+    with serve(build_app(web_trail, token="")) as url:
+        yield url
+
+
+@pytest.fixture
 def http(server: str) -> Iterator[httpx.Client]:
     """A client for ``server`` that keeps cookies like a browser."""
     with httpx.Client(base_url=server, timeout=20) as client:

@@ -52,6 +52,13 @@ def test_the_tasks_page_filters_counts_and_pages_by_keyset(
     assert rows(second.text) == list(reversed(echoes))[PAGE_SIZE - 1 :]
     assert 'rel="next"' not in second.text
 
+    filtered = parked.get("/", params={"name": "web.echo"}).text
+    next_url = re.search(r'href="([^"]+)" rel="next"', filtered)
+    assert next_url is not None
+    page_two = parked.get(next_url.group(1).replace("&amp;", "&")).text
+    assert rows(page_two) == list(reversed(echoes))[PAGE_SIZE:]
+    assert 'href="/?name=web.echo" rel="first"' in page_two
+
     assert rows(parked.get("/", params={"status": "queued"}).text) == [linked.id]
     assert rows(parked.get("/", params={"queue": "slow"}).text) == [linked.id]
     assert rows(parked.get("/", params={"name": "web.fail"}).text) == [linked.id]
@@ -128,12 +135,48 @@ def test_the_resource_page_lists_tasks_with_roles_and_highlights_stale_items(
     assert re.findall(r'<tr class="stale-item"><td>([^<]*)</td>', html) == ["c7"]
 
 
+BAR = re.compile(r'height="([0-9.e-]+)" class="bar"><title>([^<]*)</title>')
+
+
+def charts_of(html: str, queue: str) -> tuple[list[tuple[float, str]], list[tuple[float, str]]]:
+    """The (height, label) bars of one queue's throughput and failure-rate charts."""
+    section = re.search(rf'<section class="queue-charts" data-queue="{queue}">(.*?)</section>',
+                        html, re.S)  # fmt: skip
+    assert section is not None, f"no charts for queue {queue}"
+    throughput, failures = section.group(1).split("</figure>")[:2]
+    return (
+        [(float(h), label) for h, label in BAR.findall(throughput)],
+        [(float(h), label) for h, label in BAR.findall(failures)],
+    )
+
+
+def test_the_resource_page_pages_by_keyset(web_trail: Trail, parked: httpx.Client) -> None:
+    linked = [
+        web_trail.submit("web.echo", {}, links=[Link("roadmap", "r 2", role="bulk")], run=False).id
+        for _ in range(PAGE_SIZE + 2)
+    ]
+    newest_first = list(reversed(linked))
+
+    first = parked.get("/resources/roadmap/r%202").text
+    assert rows(first) == newest_first[:PAGE_SIZE]
+    assert 'rel="first"' not in first
+    next_url = re.search(r'href="([^"]+)" rel="next"', first)
+    assert next_url is not None
+    second = parked.get(next_url.group(1).replace("&amp;", "&")).text
+    assert rows(second) == newest_first[PAGE_SIZE:]
+    assert 'rel="next"' not in second
+    assert 'href="/resources/roadmap/r%202" rel="first"' in second
+
+
 def test_the_overview_shows_queues_throughput_and_lost_workers(
     web_trail: Trail, parked: httpx.Client
 ) -> None:
     web_trail.submit("web.echo", {})
     web_trail.submit("web.fail", {})
     web_trail.run_pending()
+    for value in range(2):
+        web_trail.submit("web.echo", {"value": value}, queue="fast")
+    web_trail.run_pending(queues=["fast"])
     waiting = web_trail.submit("web.echo", {}, queue="slow")
     lost = web_trail.submit("web.echo", {})
     assert web_trail.store.claim(worker="gone", queues=["default"]) is not None
@@ -143,12 +186,28 @@ def test_the_overview_shows_queues_throughput_and_lost_workers(
 
     assert "<td>slow</td>" in html
     assert re.search(r'<td class="lag">\d+s</td>', html)
-    assert "1 in the hour" in html
-    assert "2 failed in the hour" in html  # the lost run ended failed too
-    assert html.count('class="bar"') == 24
+    # Every run ended in the last five minutes: the last bar of each chart. The default
+    # queue: 1 completed, 2 failed (the lost run ended failed too); fast: 2 completed.
+    runs, failures = charts_of(html, "default")
+    assert [h for h, _ in runs] == [0.0] * 11 + [40.0]
+    assert runs[-1][1].endswith(": 1 completed")
+    assert [round(h, 2) for h, _ in failures] == [0.0] * 11 + [26.67]  # 67 % of 40
+    assert failures[-1][1].endswith(": 67% of 3 failed")
+    runs, failures = charts_of(html, "fast")
+    assert runs[-1][0] == 40.0
+    assert runs[-1][1].endswith(": 2 completed")
+    assert [h for h, _ in failures] == [0.0] * 12
+    runs, failures = charts_of(html, "slow")
+    assert [h for h, _ in runs + failures] == [0.0] * 24
+    assert "1 in the hour" in html and "2 in the hour" in html
+    assert "2 failed in the hour" in html
     assert lost.id in html
     assert "running → failed" in html
     assert waiting.id not in html
+    fragment = parked.get("/fragments/overview")
+    assert fragment.status_code == 200
+    assert charts_of(fragment.text, "default") == charts_of(html, "default")
+    assert 'hx-trigger="every 10s"' in html
 
 
 def test_mounted_under_a_path_of_your_own(web_trail: Trail) -> None:

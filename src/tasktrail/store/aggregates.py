@@ -28,12 +28,26 @@ class DurationHistogram:
 
 @dataclass(frozen=True)
 class Throughput:
-    """Runs that ended per time window, oldest window first."""
+    """Runs that ended per queue and time window, oldest window first; ``completed`` and
+    ``failed`` hold only the queues with a run ending in the windows."""
 
     starts: tuple[datetime, ...]
     width: timedelta
-    completed: tuple[int, ...]
-    failed: tuple[int, ...]
+    completed: dict[str, tuple[int, ...]]
+    failed: dict[str, tuple[int, ...]]
+
+    def of(self, queue: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``(completed, failed)`` per window for ``queue`` (zeros when it had none)."""
+        zeros = (0,) * len(self.starts)
+        return self.completed.get(queue, zeros), self.failed.get(queue, zeros)
+
+
+@dataclass(frozen=True)
+class History:
+    """The newest events of one task, oldest first, and how many older ones were left out."""
+
+    events: tuple[EventRecord, ...]
+    omitted: int
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,23 @@ class AggregateQueries:
             rows = c.execute(q.lost_recoveries(limit)).all()
         return [EventRecord.from_row(r._mapping) for r in rows]
 
+    def task_history(self, task_id: str, limit: int) -> History:
+        """The newest ``limit`` events of a task (oldest first, as a timeline reads) and
+        the number of older events not included; one consistent snapshot."""
+        with self.reading() as c:
+            rows = c.execute(q.latest_events(task_id, limit)).all()
+            shown = [EventRecord.from_row(r._mapping) for r in reversed(rows)]
+            omitted = 0
+            if len(shown) == limit:
+                omitted = int(c.execute(q.count_events_before(task_id, shown[0].id)).scalar_one())
+        return History(events=tuple(shown), omitted=omitted)
+
+    def last_traceback(self, task_id: str) -> str | None:
+        """The traceback of the task's latest failing transition that recorded one."""
+        with self.reading() as c:
+            text = c.execute(q.last_traceback(task_id)).scalar_one_or_none()
+        return text if isinstance(text, str) else None
+
     def run_duration_histogram(self, bounds: Sequence[float]) -> DurationHistogram:
         """Durations of the last run of every finished task that ran, in ``bounds``."""
         with self.reading() as c:
@@ -106,17 +137,17 @@ class AggregateQueries:
         )
 
     def throughput(self, *, window: timedelta, buckets: int) -> Throughput:
-        """Runs that ended completed or failed in each of ``buckets`` equal slices of the
-        last ``window``, oldest first."""
+        """Per queue, runs that ended completed or failed in each of ``buckets`` equal
+        slices of the last ``window``, oldest first."""
         width = window / buckets
         since = self.clock() - window
         with self.reading() as c:
-            row = list(c.execute(q.finished_per_bucket(since, width, buckets)).one())
+            rows = c.execute(q.finished_per_bucket(since, width, buckets)).all()
         return Throughput(
             starts=tuple(since + width * i for i in range(buckets)),
             width=width,
-            completed=tuple(int(v) for v in row[0::2]),
-            failed=tuple(int(v) for v in row[1::2]),
+            completed={str(r[0]): tuple(int(v) for v in r[1::2]) for r in rows},
+            failed={str(r[0]): tuple(int(v) for v in r[2::2]) for r in rows},
         )
 
 

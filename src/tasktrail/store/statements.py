@@ -299,9 +299,14 @@ def list_tasks(
 
 
 def tasks_for(
-    resource_type: str, resource_id: str, active: bool | None, limit: int | None = None
+    resource_type: str,
+    resource_id: str,
+    active: bool | None,
+    limit: int | None = None,
+    before_id: str | None = None,
 ) -> sa.Select[Any]:
-    """Tasks linked to one resource, newest first, with the link's role; at most ``limit``.
+    """Tasks linked to one resource, newest first, with the link's role; at most ``limit``,
+    older than ``before_id`` (the keyset cursor) when given.
 
     Ordered by the link's ``task_id`` (equal to the task's id) so that the links index
     (resource_type, resource_id, task_id) yields the newest first and a limit stops early.
@@ -316,6 +321,8 @@ def tasks_for(
         statement = statement.where(tasks.c.status.in_(active_values))
     elif active is False:
         statement = statement.where(tasks.c.status.not_in(active_values))
+    if before_id is not None:
+        statement = statement.where(links.c.task_id < before_id)
     statement = statement.order_by(links.c.task_id.desc())
     return statement if limit is None else statement.limit(limit)
 
@@ -349,6 +356,32 @@ def list_events(
         )
         statement = statement.where(events.c.task_id.in_(linked))
     return statement.order_by(events.c.id).limit(limit)
+
+
+def latest_events(task_id: str, limit: int) -> sa.Select[Any]:
+    """The newest ``limit`` events of one task, newest first."""
+    return (
+        sa.select(events)
+        .where(events.c.task_id == task_id)
+        .order_by(events.c.id.desc())
+        .limit(limit)
+    )
+
+
+def count_events_before(task_id: str, before_id: int) -> sa.Select[Any]:
+    """How many events of one task precede the event ``before_id``."""
+    return sa.select(sa.func.count()).where(events.c.task_id == task_id, events.c.id < before_id)
+
+
+def last_traceback(task_id: str) -> sa.Select[Any]:
+    """The traceback recorded by the task's latest transition that recorded one."""
+    text = events.c.data["traceback"].as_string()
+    return (
+        sa.select(text)
+        .where(events.c.task_id == task_id, events.c.type == "transition", text.is_not(None))
+        .order_by(events.c.id.desc())
+        .limit(1)
+    )
 
 
 def event_ids(after: int, limit: int) -> sa.Select[Any]:
@@ -491,10 +524,11 @@ def run_duration_histogram(dialect: str, bounds: Sequence[float]) -> sa.Select[A
 
 
 def finished_per_bucket(since: datetime, width: timedelta, buckets: int) -> sa.Select[Any]:
-    """One row: for each of ``buckets`` consecutive windows of ``width`` from ``since``, how
-    many runs ended ``completed`` and how many ended ``failed`` or ``partial_failure``."""
+    """Per queue with any: the queue, then for each of ``buckets`` consecutive windows of
+    ``width`` from ``since``, how many runs ended ``completed`` and how many ended
+    ``failed`` or ``partial_failure``."""
     failed = [Status.FAILED.value, Status.PARTIAL_FAILURE.value]
-    columns: list[sa.ColumnElement[Any]] = []
+    columns: list[sa.ColumnElement[Any]] = [tasks.c.queue]
     for index in range(buckets):
         start, end = since + width * index, since + width * (index + 1)
         inside = sa.and_(events.c.created_at >= start, events.c.created_at < end)
@@ -502,8 +536,13 @@ def finished_per_bucket(since: datetime, width: timedelta, buckets: int) -> sa.S
         failing = sa.and_(inside, events.c.to_status.in_(failed))
         columns.append(sa.func.coalesce(sa.func.sum(sa.case((completed, 1), else_=0)), 0))
         columns.append(sa.func.coalesce(sa.func.sum(sa.case((failing, 1), else_=0)), 0))
-    return sa.select(*columns).where(
-        events.c.type == "transition",
-        events.c.created_at >= since,
-        events.c.from_status == Status.RUNNING.value,
+    return (
+        sa.select(*columns)
+        .select_from(events.join(tasks, tasks.c.id == events.c.task_id))
+        .where(
+            events.c.type == "transition",
+            events.c.created_at >= since,
+            events.c.from_status == Status.RUNNING.value,
+        )
+        .group_by(tasks.c.queue)
     )

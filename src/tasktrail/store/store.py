@@ -731,11 +731,13 @@ class Store(AggregateQueries):
         *,
         active: bool | None = None,
         limit: int | None = None,
+        before_id: str | None = None,
     ) -> list[TaskRecord]:
         """The tasks linked to the resource, newest first, each with its link's role: all
-        of them, or the newest ``limit``."""
+        of them, or the newest ``limit``; only those older than ``before_id`` if given."""
         with self.reading() as c:
-            rows = c.execute(q.tasks_for(resource_type, resource_id, active, limit)).all()
+            statement = q.tasks_for(resource_type, resource_id, active, limit, before_id)
+            rows = c.execute(statement).all()
             records = [TaskRecord.from_row(r._mapping, role=r.link_role) for r in rows]
             return self._with_links(c, records)
 

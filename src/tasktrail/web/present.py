@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from tasktrail.records import EventRecord, TaskRecord
+from tasktrail.records import TaskRecord
 from tasktrail.states import CANCEL, Status, retry_transition
 
 
@@ -33,11 +33,10 @@ def age(seconds: float) -> str:
 
 
 def duration(task: TaskRecord) -> str:
-    """How long the task's last run took (or has taken so far, if unfinished)."""
-    if task.started_at is None:
-        return ""
-    end = task.completed_at if task.completed_at is not None else None
-    if end is None or end < task.started_at:
+    """How long the task's last run took, once it has finished; empty while it runs or
+    when it never ran."""
+    end = task.completed_at
+    if task.started_at is None or end is None or end < task.started_at:
         return ""
     return age((end - task.started_at).total_seconds())
 
@@ -57,16 +56,6 @@ def actions(status: Status, failed_items: int) -> Actions:
     return Actions(
         cancel=CANCEL.allows(status), retry=retry, retry_failed_items=retry and failed_items > 0
     )
-
-
-def traceback_of(events: Sequence[EventRecord]) -> str | None:
-    """The traceback of the task's latest failing transition, if one recorded it."""
-    for event in reversed(events):
-        if event.type == "transition" and isinstance(event.data, dict):
-            text = event.data.get("traceback")
-            if isinstance(text, str):
-                return text
-    return None
 
 
 @dataclass(frozen=True)
@@ -102,3 +91,34 @@ def failure_rates(completed: Sequence[int], failed: Sequence[int]) -> list[float
 def window_labels(starts: Sequence[datetime], width: timedelta) -> list[str]:
     """``HH:MM-HH:MM`` for each window."""
     return [f"{s:%H:%M}-{s + width:%H:%M}" for s in starts]
+
+
+@dataclass(frozen=True)
+class QueueCharts:
+    """One queue's pair of charts on the overview: runs completed and failure rate."""
+
+    queue: str
+    throughput: list[Bar]
+    failures: list[Bar]
+    completed: int
+    failed: int
+
+
+def queue_charts(
+    queue: str, completed: Sequence[int], failed: Sequence[int], labels: Sequence[str]
+) -> QueueCharts:
+    """The two charts of ``queue`` from its per-window counts; each bar's label ends with
+    the value it draws."""
+    rates = failure_rates(completed, failed)
+    runs = [f"{label}: {c} completed" for label, c in zip(labels, completed, strict=True)]
+    shares = [
+        f"{label}: {r:.0f}% of {c + f} failed"
+        for label, r, c, f in zip(labels, rates, completed, failed, strict=True)
+    ]
+    return QueueCharts(
+        queue=queue,
+        throughput=bars([float(c) for c in completed], runs),
+        failures=bars(rates, shares, top=100),
+        completed=sum(completed),
+        failed=sum(failed),
+    )

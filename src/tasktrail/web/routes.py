@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import jinja2
 from fastapi import APIRouter, Header, HTTPException, Query, Request
@@ -17,17 +17,26 @@ from tasktrail.api.events import EventJson, resume_point, sse_stream
 from tasktrail.errors import InvalidInput, InvalidTransition, TaskNotFound
 from tasktrail.feed import Feed
 from tasktrail.metrics import CONTENT_TYPE, exposition
+from tasktrail.records import Page
 from tasktrail.states import Status
 from tasktrail.trail import Trail
 from tasktrail.web import auth, present
 
 PAGE_SIZE = 50
+#: How many of a task's newest events its page shows; the page says how many it left out.
+TIMELINE_LIMIT = 1_000
 #: Content Security Policy of every page: our own scripts and styles only, so even markup
 #: that slipped through escaping could not run a script.
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
 )
+# The tasks page's filters, as query parameters (module level: FastAPI resolves them late).
+StatusParam = Annotated[str | None, Query(max_length=20)]
+NameParam = Annotated[str | None, Query(max_length=200)]
+QueueParam = Annotated[str | None, Query(max_length=100)]
+ResourceParam = Annotated[str | None, Query(max_length=301)]
+CursorParam = Annotated[str | None, Query(max_length=64)]
 #: What an inline SVG chart covers on the overview page.
 CHART_WINDOW = timedelta(hours=1)
 CHART_BUCKETS = 12
@@ -102,79 +111,127 @@ def router(trail: Trail, feed: Feed, *, token: str | None, root: str = "") -> AP
         response.delete_cookie(auth.SESSION_COOKIE, path=cookie_path)
         return response
 
-    @web.get("/")
-    def tasks_page(
-        request: Request,
-        status: Annotated[str | None, Query(max_length=20)] = None,
-        name: Annotated[str | None, Query(max_length=200)] = None,
-        queue: Annotated[str | None, Query(max_length=100)] = None,
-        resource: Annotated[str | None, Query(max_length=301)] = None,
-        cursor: Annotated[str | None, Query(max_length=64)] = None,
-    ) -> Response:
-        if (redirect := login_first(request)) is not None:
-            return redirect
+    def tasks_view(
+        status: str | None,
+        name: str | None,
+        queue: str | None,
+        resource: str | None,
+        cursor: str | None,
+        *,
+        rows: bool = True,
+    ) -> dict[str, Any]:
+        """What the tasks page and its fragments show for these filters and page (without
+        reading the page's tasks when ``rows`` is false)."""
         filters = {
             "status": status or None,
             "name": name or None,
             "queue": queue or None,
             "resource": resource or None,
         }
-        # Read the cursor first: the stream then resumes right after what this page shows.
-        last = trail.store.last_event_id()
         try:
             pair = _resource(filters["resource"])
-            listing = trail.list_tasks(
-                status=filters["status"],
-                name=filters["name"],
-                queue=filters["queue"],
-                resource=pair,
-                cursor=cursor or None,
-                limit=PAGE_SIZE,
-            )
+            listing = Page(items=(), next_cursor=None)
+            if rows:
+                listing = trail.list_tasks(
+                    status=filters["status"],
+                    name=filters["name"],
+                    queue=filters["queue"],
+                    resource=pair,
+                    cursor=cursor or None,
+                    limit=PAGE_SIZE,
+                )
         except InvalidInput as exc:
             raise HTTPException(422, str(exc)) from None
         counts = trail.store.status_counts(
             name=filters["name"], queue=filters["queue"], resource=pair
         )
-        kept = {k: v for k, v in filters.items() if v is not None and k != "status"}
+        query = {k: v for k, v in filters.items() if v is not None}
+        kept = {k: v for k, v in query.items() if k != "status"}
+        here = {**query, **({"cursor": cursor} if cursor else {})}
         next_url = None
         if listing.next_cursor is not None:
-            query = {**{k: v for k, v in filters.items() if v is not None}}
             next_url = f"{root}/?{urlencode({**query, 'cursor': listing.next_cursor})}"
-        return page(
-            request,
-            "tasks.html",
-            tasks=listing.items,
-            counts=[(s, counts.get(s, 0)) for s in Status],
-            total=sum(counts.values()),
-            filters=filters,
-            status_url=lambda s: f"{root}/?{urlencode({**kept, 'status': s})}",
-            next_url=next_url,
-            first_page=cursor is not None,
-            stream=f"{root}/stream?after={last}",
-        )
+        return {
+            "tasks": listing.items,
+            "counts": [(s, counts.get(s, 0)) for s in Status],
+            "total": sum(counts.values()),
+            "filters": filters,
+            "status_url": lambda s: f"{root}/?{urlencode({**kept, 'status': s})}",
+            "next_url": next_url,
+            "first_url": f"{root}/?{urlencode(query)}" if cursor else None,
+            "rows_url": f"{root}/fragments/rows?{urlencode(here)}",
+            "counts_url": f"{root}/fragments/counts?{urlencode(query)}",
+        }
+
+    @web.get("/")
+    def tasks_page(
+        request: Request,
+        status: StatusParam = None,
+        name: NameParam = None,
+        queue: QueueParam = None,
+        resource: ResourceParam = None,
+        cursor: CursorParam = None,
+    ) -> Response:
+        if (redirect := login_first(request)) is not None:
+            return redirect
+        # Read the cursor first: the stream then resumes right after what this page shows.
+        last = trail.store.last_event_id()
+        view = tasks_view(status, name, queue, resource, cursor)
+        return page(request, "tasks.html", stream=f"{root}/stream?after={last}", **view)
+
+    @web.get("/fragments/rows")
+    def rows_fragment(
+        request: Request,
+        status: StatusParam = None,
+        name: NameParam = None,
+        queue: QueueParam = None,
+        resource: ResourceParam = None,
+        cursor: CursorParam = None,
+    ) -> Response:
+        """The tasks page's table rows, fetched again by htmx when the stream reports a
+        change: new matching tasks appear, ones that stopped matching leave."""
+        if not auth.is_logged_in(request, token):
+            raise HTTPException(401, "log in first")
+        view = tasks_view(status, name, queue, resource, cursor)
+        return page(request, "_rows.html", **view)
+
+    @web.get("/fragments/counts")
+    def counts_fragment(
+        request: Request,
+        status: StatusParam = None,
+        name: NameParam = None,
+        queue: QueueParam = None,
+        resource: ResourceParam = None,
+    ) -> Response:
+        """The tasks page's counts per status, fetched again like the rows."""
+        if not auth.is_logged_in(request, token):
+            raise HTTPException(401, "log in first")
+        view = tasks_view(status, name, queue, resource, None, rows=False)
+        return page(request, "_counts.html", **view)
 
     @web.get("/tasks/{task_id}")
     def task_page(request: Request, task_id: str) -> Response:
         if (redirect := login_first(request)) is not None:
             return redirect
         # History before the task: a change in between is then in the live stream, which
-        # reloads the page, rather than lost between the two reads.
-        history = trail.events(task_id, limit=10_000)
+        # reloads the page, rather than lost between the two reads. The stream resumes
+        # after the newest event shown, so it never replays one the page already has.
+        history = trail.store.task_history(task_id, TIMELINE_LIMIT)
         try:
             task = trail.get(task_id)
         except TaskNotFound:
             return page(request, "missing.html", status_code=404, what=f"task {task_id}")
         counts = trail.item_counts(task_id)
-        last = history[-1].id if history else 0
+        last = history.events[-1].id if history.events else trail.store.last_event_id()
         return page(
             request,
             "task.html",
             task=task,
             items=trail.items(task_id),
             counts=counts,
-            events=history,
-            traceback=present.traceback_of(history),
+            events=history.events,
+            omitted=history.omitted,
+            traceback=trail.store.last_traceback(task_id),
             actions=present.actions(task.status, counts.failed),
             stream=f"{root}/stream?{urlencode({'task_id': task.id, 'after': last})}",
         )
@@ -201,17 +258,28 @@ def router(trail: Trail, feed: Feed, *, token: str | None, root: str = "") -> AP
         return RedirectResponse(f"{root}/tasks/{task_id}", status_code=303)
 
     @web.get("/resources/{resource_type}/{resource_id}")
-    def resource_page(request: Request, resource_type: str, resource_id: str) -> Response:
+    def resource_page(
+        request: Request, resource_type: str, resource_id: str, cursor: CursorParam = None
+    ) -> Response:
         if (redirect := login_first(request)) is not None:
             return redirect
         last = trail.store.last_event_id()
         check = trail.status_check(resource_type, resource_id)
+        linked = trail.store.tasks_for(
+            resource_type, resource_id, limit=PAGE_SIZE + 1, before_id=cursor or None
+        )
+        here = f"{root}/resources/{quote(resource_type, safe='')}/{quote(resource_id, safe='')}"
+        shown = linked[:PAGE_SIZE]
         return page(
             request,
             "resource.html",
             resource_type=resource_type,
             resource_id=resource_id,
-            tasks=trail.tasks_for(resource_type, resource_id),
+            tasks=shown,
+            next_url=f"{here}?{urlencode({'cursor': shown[-1].id})}"
+            if len(linked) > PAGE_SIZE
+            else None,
+            first_url=here if cursor else None,
             check=check,
             stream=f"{root}/stream?"
             + urlencode(
@@ -219,31 +287,35 @@ def router(trail: Trail, feed: Feed, *, token: str | None, root: str = "") -> AP
             ),
         )
 
+    def overview_view() -> dict[str, Any]:
+        """What the overview shows: per queue, counts, lag and the last hour's charts."""
+        store = trail.store
+        counts = store.queue_status_counts()
+        now = store.clock()
+        oldest = store.oldest_queued()
+        flow = store.throughput(window=CHART_WINDOW, buckets=CHART_BUCKETS)
+        queues = sorted({queue for queue, _ in counts} | set(flow.completed))
+        labels = present.window_labels(flow.starts, flow.width)
+        return {
+            "statuses": list(Status),
+            "queues": [(q, [counts.get((q, s), 0) for s in Status], oldest.get(q)) for q in queues],
+            "now": now,
+            "charts": [present.queue_charts(q, *flow.of(q), labels) for q in queues],
+            "recoveries": store.lost_recoveries(),
+        }
+
     @web.get("/overview")
     def overview_page(request: Request) -> Response:
         if (redirect := login_first(request)) is not None:
             return redirect
-        store = trail.store
-        counts = store.queue_status_counts()
-        queues = sorted({queue for queue, _ in counts})
-        now = store.clock()
-        oldest = store.oldest_queued()
-        flow = store.throughput(window=CHART_WINDOW, buckets=CHART_BUCKETS)
-        labels = present.window_labels(flow.starts, flow.width)
-        rates = present.failure_rates(flow.completed, flow.failed)
-        return page(
-            request,
-            "overview.html",
-            statuses=list(Status),
-            queues=[(q, [counts.get((q, s), 0) for s in Status], oldest.get(q)) for q in queues],
-            now=now,
-            throughput=present.bars([float(c) for c in flow.completed], labels),
-            failures=present.bars(rates, labels, top=100),
-            completed_total=sum(flow.completed),
-            failed_total=sum(flow.failed),
-            recoveries=store.lost_recoveries(),
-            stream=None,
-        )
+        return page(request, "overview.html", stream=None, **overview_view())
+
+    @web.get("/fragments/overview")
+    def overview_fragment(request: Request) -> Response:
+        """The overview's content, which htmx fetches again every few seconds."""
+        if not auth.is_logged_in(request, token):
+            raise HTTPException(401, "log in first")
+        return page(request, "_overview.html", **overview_view())
 
     @web.get("/stream")
     async def stream(

@@ -1,5 +1,6 @@
 // tasktrail dashboard: confirmations and live updates over Server-Sent Events.
-// No framework: EventSource feeds the rows and the task page; text only (textContent).
+// EventSource feeds progress in place (text only: textContent); htmx swaps in the
+// server-rendered fragments when a transition is announced.
 (function () {
   "use strict";
 
@@ -42,28 +43,17 @@
     }
   }
 
-  // Status counts change with every transition; fetch the page again (at most once a
-  // second) and swap in its counts, which the server rendered and escaped.
-  var countsTimer = null;
-  function refreshCounts() {
-    var counts = document.querySelector("ul.counts");
-    if (!counts || countsTimer) {
+  // Server-rendered fragments (the tasks page's rows and counts) listen for "tt-changed"
+  // and htmx fetches them again. Transitions come in bursts: announce a burst once, a
+  // second after its first transition, so the last change of the burst is always shown.
+  var changedTimer = null;
+  function announceChange() {
+    if (changedTimer) {
       return;
     }
-    countsTimer = window.setTimeout(function () {
-      countsTimer = null;
-      fetch(window.location.href, { credentials: "same-origin" })
-        .then(function (response) { return response.ok ? response.text() : null; })
-        .then(function (html) {
-          if (!html) {
-            return;
-          }
-          var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("ul.counts");
-          if (fresh) {
-            counts.replaceWith(document.importNode(fresh, true));
-          }
-        })
-        .catch(function () { /* the next transition tries again */ });
+    changedTimer = window.setTimeout(function () {
+      changedTimer = null;
+      body.dispatchEvent(new CustomEvent("tt-changed"));
     }, 1000);
   }
 
@@ -77,7 +67,7 @@
       return;
     }
     if (event.type === "transition") {
-      refreshCounts();
+      announceChange();
     }
     document.querySelectorAll("[data-task-id]").forEach(function (scope) {
       if (scope.dataset.taskId === event.task_id) {
