@@ -68,7 +68,8 @@ class CeleryExecutor(Executor):
     the embedded worker. ``missing_task_retries`` covers a message that overtakes the
     commit of the task it names. Heartbeat settings default to
     ``TASKTRAIL_HEARTBEAT_INTERVAL`` / ``TASKTRAIL_HEARTBEAT_TIMEOUT``; a queued task that
-    nothing happened to for ``redispatch_after`` seconds is sent again.
+    nothing happened to for ``redispatch_after`` seconds is sent again, and so is a
+    scheduled task still unclaimed that long after its ``run_after``.
     """
 
     def __init__(
@@ -220,12 +221,17 @@ class CeleryExecutor(Executor):
             thread.join()
 
     def reap_once(self) -> None:
-        """Take back runs whose worker went silent and re-send queued tasks whose message
-        seems lost; both are dispatched again. Safe with many reapers at once."""
+        """Take back runs whose worker went silent, and recover tasks whose message seems
+        lost: a scheduled task still unclaimed ``redispatch_after`` seconds after its
+        ``run_after`` is moved to queued, and a queued task untouched for as long is sent
+        again. Safe with many reapers at once; a duplicate message is refused at claim."""
         store = self.trail.store
         actor = f"reaper:{socket.gethostname()}:{os.getpid()}"
         reaped = store.reap_lost(self.heartbeat_timeout, actor=actor)
         self.dispatch([task for task in reaped if task.status is Status.SCHEDULED])
+        # A scheduled task's eta message may have been lost too (the broker was down when
+        # it was sent, or the worker holding it until its eta died); nothing else runs it.
+        self.dispatch(store.promote_due(actor=actor, overdue_by=self.redispatch_after))
         self.dispatch(store.touch_stale_queued(self.redispatch_after))
 
     def reap_forever(self) -> None:
