@@ -135,6 +135,23 @@ def test_a_backoff_retry_sent_while_the_broker_is_down_still_runs_once(
 
 
 @pytest.mark.slow
+def test_a_plain_celery_worker_runs_tasks_of_tasktrails_default_queue(
+    own_redis: RedisServer, postgres_url: str, start_worker: StartWorker
+) -> None:
+    # An isolated broker: a worker without -Q consumes Celery's default queue.
+    trail = make_trail(postgres_url, own_redis.url)
+    side_effects.create(trail.engine)
+    start_worker("w1", queues=None, extra_env={"TASKTRAIL_TEST_REDIS_URL": own_redis.url})
+    try:
+        task = trail.submit("celery.record", {"n": 1})
+        assert task.queue == "default"
+        eventually(lambda: trail.get(task.id).status is Status.COMPLETED, timeout=30)
+        assert _runs(trail) == {task.id: 1}
+    finally:
+        trail.close()
+
+
+@pytest.mark.slow
 def test_a_worker_killed_mid_task_is_recovered_by_the_other(
     celery_trail: Trail, start_worker: StartWorker, queue: str
 ) -> None:

@@ -9,7 +9,12 @@
     @trail.task("report.build")
     def build(ctx: TaskContext, report_id: str) -> None: ...
 
-    # celery -A myapp.tasks:celery_app worker -Q default
+    # celery -A myapp.tasks:celery_app worker              (tasktrail's "default" queue)
+    # celery -A myapp.tasks:celery_app worker -Q celery,reports   (and its "reports" queue)
+
+tasktrail's ``default`` queue is sent to the Celery app's default queue
+(``task_default_queue``, ``celery`` unless you change it), the one a ``celery worker``
+without ``-Q`` consumes; any other tasktrail queue is the Celery queue of the same name.
 
 tasktrail stays the source of truth: a Celery message only says "task X may be ready".
 The worker claims X with a compare-and-set, so a duplicate message never runs a task twice,
@@ -50,7 +55,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tasktrail.celery")
 
 RUN_TASK_NAME = "tasktrail.run"
-#: tasktrail's queue of this name maps to the Celery app's default queue.
+#: tasktrail's queue of this name maps to the Celery app's default queue (``celery``
+#: unless ``task_default_queue`` says otherwise); other queues map by name.
 DEFAULT_QUEUE = "default"
 _PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1}
 
