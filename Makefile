@@ -41,7 +41,7 @@ PEERS := benchmarks/.venv-peers
 $(PEERS)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(PEERS)
 	$(PEERS)/bin/python -m pip install --quiet --upgrade pip
-	$(PEERS)/bin/python -m pip install --quiet -e '.[postgres]' procrastinate matplotlib py-spy pyinstrument
+	$(PEERS)/bin/python -m pip install --quiet -e '.[postgres,celery]' procrastinate matplotlib py-spy pyinstrument
 	touch $@
 
 bench-peers: $(PEERS)/.installed

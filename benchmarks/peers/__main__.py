@@ -47,9 +47,10 @@ def celery_rows() -> dict[str, float]:
         return {}
     from benchmarks import celery
 
-    with postgres_database() as tracked_db:
+    with postgres_database() as tracked_db, postgres_database() as results_db:
         return {
             "Celery through tasktrail (postgresql)": celery.tracked_celery(tracked_db),
+            "Celery alone (PostgreSQL results)": celery.plain_celery("db+" + results_db),
             "Celery alone (Redis results)": celery.plain_celery(celery.REDIS_RESULTS),
         }
 
@@ -115,6 +116,12 @@ def lifecycle_section() -> str:
     if extra:
         text += ["", markdown_or_print(["Celery (benchmarks/celery.py)", "tasks/s"],
                                        [[k, f"{v:,.1f}"] for k, v in extra.items()])]  # fmt: skip
+        overhead = (
+            extra["Celery alone (PostgreSQL results)"]
+            / extra["Celery through tasktrail (postgresql)"]
+        )
+        text += ["", f"Overhead, tracked ÷ plain (PostgreSQL result backend): {overhead:.2f}x "
+                     "the time per task (goal ≤ 1.3x)."]  # fmt: skip
     for key, unit in (("tasks/s", "tasks per second"), ("submit/s", "submits per second"),
                       ("commits/task", "commits per task")):  # fmt: skip
         column = headers.index(key)

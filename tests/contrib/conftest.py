@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -85,21 +87,29 @@ def start_worker(
     started: list[CeleryWorker] = []
 
     def start(
-        name: str, *, concurrency: int = 2, extra_env: dict[str, str] | None = None
+        name: str,
+        *,
+        concurrency: int = 2,
+        extra_env: dict[str, str] | None = None,
+        queues: str | None = queue,
     ) -> CeleryWorker:
+        """Start a worker consuming ``queues`` (this test's queue; None: no ``-Q``, as
+        a plain ``celery worker`` is started) and wait until it is ready."""
         log = tmp_path / f"{name}.log"
+        consume = ["-Q", queues] if queues is not None else []
         env = {
             **os.environ,
             "TASKTRAIL_DATABASE_URL": postgres_url,
             "TASKTRAIL_TEST_REDIS_URL": redis_broker,
-            "PYTHONPATH": str(ROOT),
+            # This checkout's source, whatever the environment has installed.
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
             **(extra_env or {}),
         }
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [
                     sys.executable, "-m", "celery", "-A", "tests.support.celery_app:celery_app",
-                    "worker", "-P", "prefork", "-c", str(concurrency), "-Q", queue,
+                    "worker", "-P", "prefork", "-c", str(concurrency), *consume,
                     "-n", f"{name}-{queue}@%h", "--without-heartbeat", "--without-mingle",
                     "--without-gossip", "-l", "info",
                 ],
@@ -121,3 +131,54 @@ def start_worker(
     yield start
     for worker in started:
         worker.stop()
+
+
+class RedisServer:
+    """A ``redis-server`` of a test's own, on a free port, that the test may stop and
+    start again (the shared Redis is never stopped)."""
+
+    def __init__(self, executable: str, port: int) -> None:
+        self.executable = executable
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server and wait until it answers."""
+        self.process = subprocess.Popen(
+            [self.executable, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_connect_timeout=0.5).ping()
+                return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no redis-server on port {self.port}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the server; its messages are gone with it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A running ``redis-server`` on a free port, for tests that take the broker away."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        service_missing("redis-server", FileNotFoundError("not on PATH"))
+    assert executable is not None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = RedisServer(executable, port)
+    server.start()
+    yield server
+    server.stop()

@@ -3,17 +3,16 @@ PostgreSQL. The tracking must be exactly what the embedded worker gives."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from tasktrail import Status, Trail
-from tests.contrib.conftest import StartWorker
+from tasktrail.schema import events, tasks
+from tests.contrib.conftest import RedisServer, StartWorker
 from tests.support.celery_app import make_trail, side_effects
 from tests.support.polling import eventually
 
@@ -45,47 +44,110 @@ def test_a_thousand_tasks_on_two_workers_each_run_once_with_celery_ids(
     assert set(runs) == set(ids) and set(runs.values()) == {1}
     with celery_trail.engine.connect() as conn:
         pids = set(conn.execute(sa.select(side_effects.c.pid)).scalars())
+        # Every task's run has the Celery task id equal to its tasktrail id, and progress.
+        tracked = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(tasks)
+            .where(
+                tasks.c.id.in_(ids),
+                tasks.c.external_id == tasks.c.id,
+                sa.exists().where(events.c.task_id == tasks.c.id, events.c.type == "progress"),
+            )
+        ).scalar_one()
     assert len(pids) >= 3  # both workers' pool processes took part
-    sample = celery_trail.get(ids[0])
-    assert sample.external_id == sample.id  # the Celery task id is the tasktrail id
-    assert any(e.type == "progress" for e in celery_trail.events(ids[0]))
+    assert tracked == 1000
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+FAST_REAPER = {"TASKTRAIL_HEARTBEAT_INTERVAL": "0.5", "TASKTRAIL_TEST_REDISPATCH_AFTER": "1"}
+
+
+def _outage_env(broker: RedisServer) -> dict[str, str]:
+    return {"TASKTRAIL_TEST_REDIS_URL": broker.url, **FAST_REAPER}
 
 
 @pytest.mark.slow
 def test_tasks_submitted_while_the_broker_is_down_run_once_it_is_back(
-    postgres_url: str, start_worker: StartWorker, queue: str, tmp_path: Path
+    own_redis: RedisServer, postgres_url: str, start_worker: StartWorker, queue: str
 ) -> None:
-    server = shutil.which("redis-server")
-    assert server, "redis-server is needed to run a broker this test can stop"
-    port = _free_port()
-    broker = f"redis://127.0.0.1:{port}/0"
-    trail = make_trail(postgres_url, broker)
+    trail = make_trail(postgres_url, own_redis.url)
     side_effects.create(trail.engine)
-
-    ids = [trail.submit("celery.record", {"n": n}, queue=queue).id for n in range(20)]
-    assert _statuses(trail, ids) == {Status.QUEUED: 20}  # recorded at once, broker or not
-
-    redis_process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
+    worker = start_worker("w1", extra_env=_outage_env(own_redis))
     try:
-        # The worker's reaper re-sends queued tasks whose message never led to a claim.
-        start_worker(
-            "w1",
-            extra_env={"TASKTRAIL_TEST_REDIS_URL": broker, "TASKTRAIL_TEST_REDISPATCH_AFTER": "1"},
-        )
-        eventually(lambda: _statuses(trail, ids) == {Status.COMPLETED: 20}, timeout=60)
-        assert set(_runs(trail).values()) == {1}
+        before = [trail.submit("celery.record", {"n": n}, queue=queue).id for n in range(5)]
+        eventually(lambda: _statuses(trail, before) == {Status.COMPLETED: 5}, timeout=60)
+
+        own_redis.stop()  # with the worker alive
+        during = [trail.submit("celery.record", {"n": n}, queue=queue).id for n in range(20)]
+        at = datetime.now(UTC) + timedelta(seconds=0.5)
+        later = trail.submit("celery.record", {"n": 99}, queue=queue, run_after=at)
+        assert _statuses(trail, during) == {Status.QUEUED: 20}  # recorded at once
+        assert trail.get(later.id).status is Status.SCHEDULED
+        assert worker.process.poll() is None
+        own_redis.start()
+
+        everything = [*before, *during, later.id]
+        eventually(lambda: _statuses(trail, everything) == {Status.COMPLETED: 26}, timeout=90)
+        runs = _runs(trail)
+        assert set(runs) == set(everything) and set(runs.values()) == {1}
+        started = [e for e in trail.events(later.id) if e.to_status is Status.RUNNING]
+        assert len(started) == 1 and started[0].created_at >= at
     finally:
-        redis_process.terminate()
-        redis_process.wait(10)
+        trail.close()
+
+
+@pytest.mark.slow
+def test_a_backoff_retry_sent_while_the_broker_is_down_still_runs_once(
+    own_redis: RedisServer,
+    postgres_url: str,
+    start_worker: StartWorker,
+    queue: str,
+    tmp_path: Path,
+) -> None:
+    trail = make_trail(postgres_url, own_redis.url)
+    side_effects.create(trail.engine)
+    worker = start_worker("w1", extra_env=_outage_env(own_redis))
+    gate = tmp_path / "fail-now"
+    try:
+        task = trail.submit("celery.fails_at_gate", {"gate": str(gate)}, queue=queue)
+        eventually(lambda: trail.get(task.id).status is Status.RUNNING, timeout=30)
+        own_redis.stop()
+        gate.touch()  # attempt 1 fails now, and its retry's message cannot be sent
+        eventually(lambda: f"could not send task {task.id}" in worker.log.read_text(), timeout=30)
+        assert trail.get(task.id).status in (Status.SCHEDULED, Status.QUEUED)
+        assert worker.process.poll() is None
+        own_redis.start()
+
+        eventually(lambda: trail.get(task.id).status is Status.COMPLETED, timeout=90)
+        done = trail.get(task.id)
+        assert (done.attempts, done.result) == (2, 2)
+        assert _runs(trail) == {task.id: 1}
+        moves = [(e.from_status, e.to_status) for e in trail.events(task.id) if e.to_status]
+        assert moves == [
+            (None, Status.QUEUED),
+            (Status.QUEUED, Status.RUNNING),
+            (Status.RUNNING, Status.SCHEDULED),  # the backoff; its message was lost
+            (Status.SCHEDULED, Status.QUEUED),  # the reaper: due, never claimed
+            (Status.QUEUED, Status.RUNNING),
+            (Status.RUNNING, Status.COMPLETED),
+        ]
+    finally:
+        trail.close()
+
+
+@pytest.mark.slow
+def test_a_plain_celery_worker_runs_tasks_of_tasktrails_default_queue(
+    own_redis: RedisServer, postgres_url: str, start_worker: StartWorker
+) -> None:
+    # An isolated broker: a worker without -Q consumes Celery's default queue.
+    trail = make_trail(postgres_url, own_redis.url)
+    side_effects.create(trail.engine)
+    start_worker("w1", queues=None, extra_env={"TASKTRAIL_TEST_REDIS_URL": own_redis.url})
+    try:
+        task = trail.submit("celery.record", {"n": 1})
+        assert task.queue == "default"
+        eventually(lambda: trail.get(task.id).status is Status.COMPLETED, timeout=30)
+        assert _runs(trail) == {task.id: 1}
+    finally:
         trail.close()
 
 

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from tasktrail import Status, Trail, Worker
-from tests.contrib.conftest import StartWorker
+from tasktrail.contrib.celery import RUN_TASK_NAME
+from tests.contrib.conftest import CeleryWorker, StartWorker
 from tests.support.celery_app import make_trail, register, side_effects
 from tests.support.polling import eventually
 
@@ -20,7 +22,10 @@ from tests.support.polling import eventually
 class Setup:
     trail: Trail
     queue: str
-    start_workers: Callable[[], object]
+    start_workers: Callable[..., object]
+    #: Whether the executor's workers discarded the message of this cancelled task; None
+    #: when the executor has no messages (the embedded worker reads the database).
+    discarded: Callable[[str], bool] | None = None
 
 
 @pytest.fixture(params=["embedded-sqlite", "embedded-postgresql", "celery-postgresql"])
@@ -30,7 +35,16 @@ def setup(request: pytest.FixtureRequest, queue: str, tmp_path: Path) -> Iterato
         trail = make_trail(request.getfixturevalue("postgres_url"))
         side_effects.create(trail.engine)
         start_worker: StartWorker = request.getfixturevalue("start_worker")
-        yield Setup(trail, queue, lambda: start_worker("w1"))
+        started: list[CeleryWorker] = []
+
+        def start_celery(concurrency: int = 2) -> None:
+            started.append(start_worker("w1", concurrency=concurrency))
+
+        def discarded(task_id: str) -> bool:
+            line = f"Discarding revoked task: {RUN_TASK_NAME}[{task_id}]"
+            return any(line in worker.log.read_text() for worker in started)
+
+        yield Setup(trail, queue, start_celery, discarded)
         trail.close()
         return
     url = (
@@ -43,8 +57,8 @@ def setup(request: pytest.FixtureRequest, queue: str, tmp_path: Path) -> Iterato
     side_effects.create(trail.engine)
     workers: list[Worker] = []
 
-    def start() -> None:
-        workers.append(Worker(trail, concurrency=2, queues=[queue]))
+    def start(concurrency: int = 2) -> None:
+        workers.append(Worker(trail, concurrency=concurrency, queues=[queue]))
         workers[-1].start()
 
     yield Setup(trail, queue, start)
@@ -64,14 +78,24 @@ def _is(trail: Trail, task_id: str, status: Status) -> Callable[[], bool]:
 @pytest.mark.slow
 def test_a_cancelled_queued_task_never_runs(setup: Setup) -> None:
     trail = setup.trail
+    setup.start_workers(concurrency=1)
+    # The only slot is busy, so the next task waits, queued, while a worker is alive.
+    blocker = trail.submit("celery.long", {"seconds": 60}, queue=setup.queue)
+    eventually(_is(trail, blocker.id, Status.RUNNING), timeout=30)
     doomed = trail.submit("celery.record", {"n": 1}, queue=setup.queue)
-    trail.cancel(doomed.id, reason="not needed")
     later = trail.submit("celery.record", {"n": 2}, queue=setup.queue)
-    setup.start_workers()
+    assert trail.cancel(doomed.id, reason="not needed").status is Status.CANCELLED
+    trail.cancel(blocker.id, reason="make room")
 
     eventually(_is(trail, later.id, Status.COMPLETED), timeout=30)
     assert _moves(trail, doomed.id) == [(None, Status.QUEUED), (Status.QUEUED, Status.CANCELLED)]
     assert trail.get(doomed.id).attempts == 0
+    with trail.engine.connect() as conn:
+        ran = set(conn.execute(sa.select(side_effects.c.task_id)).scalars())
+    assert ran == {later.id}  # the function never ran for the cancelled task
+    if setup.discarded is not None:
+        # Its message was revoked: the worker dropped it without even trying a claim.
+        assert setup.discarded(doomed.id)
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""``Store.heartbeat``, ``Store.reap_lost`` and ``Store.next_due`` on both databases."""
+"""``Store.heartbeat``, ``Store.reap_lost``, ``Store.promote_due`` and ``Store.next_due`` on both
+databases."""
 
 from __future__ import annotations
 
@@ -139,3 +140,22 @@ def test_next_due_is_the_earliest_scheduled_time(trail: Trail) -> None:
     assert due is not None
     assert due.tzinfo is not None
     assert abs((due - soon).total_seconds()) < 0.001
+
+
+def test_promote_due_with_overdue_by_leaves_tasks_that_only_just_became_due(
+    trail: Trail,
+) -> None:
+    _register(trail)
+    now = utcnow()
+    long_due = trail.submit("liveness.noop", run_after=now + timedelta(seconds=1))
+    just_due = trail.submit("liveness.noop", run_after=now + timedelta(seconds=55))
+    later = _store_at(trail, 60)
+
+    promoted = later.promote_due(actor="reaper", overdue_by=10)
+
+    assert [task.id for task in promoted] == [long_due.id]
+    assert trail.get(long_due.id).status is Status.QUEUED
+    assert trail.get(just_due.id).status is Status.SCHEDULED
+    due = [e for e in trail.events(long_due.id) if e.to_status is Status.QUEUED][-1]
+    assert (due.from_status, due.actor) == (Status.SCHEDULED, "reaper")
+    assert [task.id for task in later.promote_due()] == [just_due.id]

@@ -87,6 +87,16 @@ def register(trail: Trail) -> None:
             raise ConnectionError(f"attempt {ctx.attempt} failed")
         return ctx.attempt
 
+    @trail.task("celery.fails_at_gate", max_attempts=2, backoff=0.2)
+    def fails_at_gate(ctx: TaskContext, gate: str) -> int:
+        if ctx.attempt == 1:
+            while not os.path.exists(gate):  # the test decides when the first attempt fails
+                time.sleep(0.05)
+            raise ConnectionError("attempt 1 failed")
+        with trail.engine.begin() as conn:
+            conn.execute(side_effects.insert().values(task_id=ctx.task_id, pid=os.getpid()))
+        return ctx.attempt
+
 
 if os.environ.get("TASKTRAIL_DATABASE_URL"):
     trail = make_trail(os.environ["TASKTRAIL_DATABASE_URL"])

@@ -9,7 +9,12 @@
     @trail.task("report.build")
     def build(ctx: TaskContext, report_id: str) -> None: ...
 
-    # celery -A myapp.tasks:celery_app worker -Q default
+    # celery -A myapp.tasks:celery_app worker              (tasktrail's "default" queue)
+    # celery -A myapp.tasks:celery_app worker -Q celery,reports   (and its "reports" queue)
+
+tasktrail's ``default`` queue is sent to the Celery app's default queue
+(``task_default_queue``, ``celery`` unless you change it), the one a ``celery worker``
+without ``-Q`` consumes; any other tasktrail queue is the Celery queue of the same name.
 
 tasktrail stays the source of truth: a Celery message only says "task X may be ready".
 The worker claims X with a compare-and-set, so a duplicate message never runs a task twice,
@@ -50,7 +55,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tasktrail.celery")
 
 RUN_TASK_NAME = "tasktrail.run"
-#: tasktrail's queue of this name maps to the Celery app's default queue.
+#: tasktrail's queue of this name maps to the Celery app's default queue (``celery``
+#: unless ``task_default_queue`` says otherwise); other queues map by name.
 DEFAULT_QUEUE = "default"
 _PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1}
 
@@ -68,7 +74,8 @@ class CeleryExecutor(Executor):
     the embedded worker. ``missing_task_retries`` covers a message that overtakes the
     commit of the task it names. Heartbeat settings default to
     ``TASKTRAIL_HEARTBEAT_INTERVAL`` / ``TASKTRAIL_HEARTBEAT_TIMEOUT``; a queued task that
-    nothing happened to for ``redispatch_after`` seconds is sent again.
+    nothing happened to for ``redispatch_after`` seconds is sent again, and so is a
+    scheduled task still unclaimed that long after its ``run_after``.
     """
 
     def __init__(
@@ -220,12 +227,17 @@ class CeleryExecutor(Executor):
             thread.join()
 
     def reap_once(self) -> None:
-        """Take back runs whose worker went silent and re-send queued tasks whose message
-        seems lost; both are dispatched again. Safe with many reapers at once."""
+        """Take back runs whose worker went silent, and recover tasks whose message seems
+        lost: a scheduled task still unclaimed ``redispatch_after`` seconds after its
+        ``run_after`` is moved to queued, and a queued task untouched for as long is sent
+        again. Safe with many reapers at once; a duplicate message is refused at claim."""
         store = self.trail.store
         actor = f"reaper:{socket.gethostname()}:{os.getpid()}"
         reaped = store.reap_lost(self.heartbeat_timeout, actor=actor)
         self.dispatch([task for task in reaped if task.status is Status.SCHEDULED])
+        # A scheduled task's eta message may have been lost too (the broker was down when
+        # it was sent, or the worker holding it until its eta died); nothing else runs it.
+        self.dispatch(store.promote_due(actor=actor, overdue_by=self.redispatch_after))
         self.dispatch(store.touch_stale_queued(self.redispatch_after))
 
     def reap_forever(self) -> None:

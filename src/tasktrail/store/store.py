@@ -382,12 +382,16 @@ class Store(AggregateQueries):
                 data={"attempt": attempt},
             )
 
-    def promote_due(self, *, limit: int = 100, actor: str | None = None) -> list[TaskRecord]:
-        """Move scheduled tasks whose time has come to queued."""
+    def promote_due(
+        self, *, limit: int = 100, actor: str | None = None, overdue_by: float = 0.0
+    ) -> list[TaskRecord]:
+        """Move scheduled tasks whose time has come to queued; with ``overdue_by``, only
+        those whose ``run_after`` passed at least that many seconds ago."""
         now = self.clock()
         promoted = []
         with self.writing() as c:
-            for task_id, _version in c.execute(q.due_scheduled(now, limit)).all():
+            cutoff = now - timedelta(seconds=overdue_by)
+            for task_id, _version in c.execute(q.due_scheduled(cutoff, limit)).all():
                 current = self._lock(c, task_id)
                 promoted.append(
                     self._apply(
