@@ -197,7 +197,7 @@ def test_backoff_retries_are_tasktrails_own(
     assert len(backoffs) == 2 and len(starts) == 3
     # run_after is set from a clock read after the previous claim, and a claim refuses a
     # task before its run_after: so each gap from claim to claim is at least retry_in.
-    for backoff, start, next_start in zip(backoffs, starts, starts[1:], strict=True):
+    for backoff, start, next_start in zip(backoffs, starts[:-1], starts[1:], strict=True):
         assert (next_start - start).total_seconds() >= backoff.data["retry_in"]
 
 
