@@ -301,6 +301,37 @@ def test_text_is_data_not_markup_or_sql(client: httpx.Client) -> None:
     assert [t["id"] for t in found.json()["items"]] == [task["id"]]
 
 
+@pytest.mark.parametrize("depth", [65, 300, 600, 5000])
+def test_deeply_nested_params_are_refused_with_422_and_the_list_still_works(
+    client: httpx.Client, depth: int
+) -> None:
+    # Built as text: the client's own JSON encoder would recurse too deeply at 5000.
+    params = '{"a":' * depth + "1" + "}" * depth
+    for body in (
+        '{"name": "test.echo", "params": ' + params + "}",
+        '{"name": "test.echo", "params": {"note": "a\\u0000b", "deep": ' + params + "}}",
+    ):
+        response = client.post(
+            "/api/v1/tasks", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+        assert "more than 64 levels deep" in response.json()["detail"]
+
+    listed = client.get("/api/v1/tasks")
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["items"] == []
+
+
+def test_params_nested_64_levels_are_stored_and_listed(client: httpx.Client) -> None:
+    params: Any = 1
+    for _ in range(64):
+        params = {"a": params}
+    assert create(client, params=params).status_code == 201
+    listed = client.get("/api/v1/tasks")
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["items"][0]["params"] == params
+
+
 def test_text_with_nul_characters_is_refused_with_422(client: httpx.Client, base_url: str) -> None:
     # PostgreSQL cannot store NUL in text or JSON; SQLite could, but both answer the same.
     for response in (

@@ -9,6 +9,7 @@ characters, which PostgreSQL cannot store), a body over the limit → 413.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from tasktrail.errors import InvalidInput, InvalidTransition, TaskNotFound, UnknownTask
+from tasktrail.text import MAX_JSON_DEPTH, contains_nul
 
 #: Request bodies larger than this many bytes are refused with 413.
 DEFAULT_MAX_BODY_BYTES = 1_000_000
@@ -85,12 +87,28 @@ NUL_REFUSED = (
 
 def has_nul(value: object) -> bool:
     """Whether a string anywhere in ``value`` (JSON-like) contains a NUL character."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(has_nul(k) or has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(has_nul(v) for v in value)
+    return contains_nul(value)
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+DEPTH_REFUSED = (
+    f"JSON in the request nests objects and arrays more than {MAX_JSON_DEPTH} levels deep "
+    "inside its fields (such as params); send flatter data"
+)
+
+
+def body_too_deep(body: bytes) -> bool:
+    """Whether a JSON body nests more than ``MAX_JSON_DEPTH`` levels inside its top-level
+    object. Scanned as bytes, before any parser recurses into it: Python's JSON parser
+    fails on deep nesting with ``RecursionError``, and Pydantic cannot serialise such
+    values back out (every later answer holding them would fail)."""
+    depth = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub(b"", body)):
+        depth += 1 if bracket in b"[{" else -1
+        if depth > MAX_JSON_DEPTH + 1:
+            return True
     return False
 
 
@@ -128,6 +146,8 @@ class ApiRoute(APIRoute):
                     return error(413, f"request body is larger than {limit} bytes; send less")
                 # Starlette caches the body here; the handler then reads it from memory.
                 request._body = body
+            if body_too_deep(body):
+                return error(422, DEPTH_REFUSED)
             if request_has_nul(request, body):
                 return error(422, NUL_REFUSED)
             try:
