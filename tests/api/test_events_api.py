@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -12,8 +13,12 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tasktrail import Trail
-from tests.support.fixtures import BackgroundWorker
+from tasktrail.api import create_app
+from tasktrail.feed import Feed
+from tests.support.fixtures import KEEPALIVE, BackgroundWorker
+from tests.support.server import serve
 from tests.support.streams import count_of, has, read_sse, read_ws
+from tests.support.tasks import register
 
 
 def create(client: httpx.Client, **body: Any) -> dict[str, Any]:
@@ -136,3 +141,47 @@ def test_ws_refuses_bad_filters_with_422(base_url: str, query: str) -> None:
     with pytest.raises(InvalidStatus) as refused, connect(url):
         pass
     assert refused.value.response.status_code == 422
+
+
+def test_resuming_from_an_id_the_server_has_not_reached_repeats_nothing(
+    app_trail: Trail, database_url: str
+) -> None:
+    # Polling only once an hour: the server hears another process's events late (on SQLite
+    # not at all here), so a client can hold an id beyond the server's feed.
+    feed = Feed(app_trail.store, poll_interval=3600, keepalive=KEEPALIVE)
+    other = Trail(database_url)
+    register(other)
+    try:
+        with (
+            serve(create_app(app_trail, token="", feed=feed)) as url,
+            httpx.Client(base_url=url, timeout=20) as client,
+            client.stream("GET", "/api/v1/events") as idle,  # keeps the feed running
+        ):
+            # A ping: the stream has subscribed (the feed is running and has its safe id).
+            idle_lines = idle.iter_lines()  # kept: dropping the iterator closes the stream
+            assert next(line for line in idle_lines if line.startswith(":")) == ": ping"
+            task = other.submit("test.echo", {"x": 1}, run=False)
+            other.run(task.id)
+            seen = history(client, task.id)
+            latest = seen[-1]["id"]
+
+            resumed: list[dict[str, Any]] = []
+            params = {"task_id": task.id}
+            headers = {"Last-Event-ID": str(latest)}
+            with client.stream("GET", "/api/v1/events", params=params, headers=headers) as stream:
+                lines = stream.iter_lines()
+                # The first ping proves the subscription has looked once and is waiting.
+                assert next(line for line in lines if line.startswith(":")) == ": ping"
+                cancelled = client.post(f"/api/v1/tasks/{task.id}/cancel")  # by this server
+                assert cancelled.status_code == 200, cancelled.text
+                deadline = time.monotonic() + 20
+                for line in lines:
+                    assert time.monotonic() < deadline, f"no cancel event; got {resumed}"
+                    if line.startswith("data: "):
+                        resumed.append(json.loads(line[6:]))
+                        if resumed[-1]["type"] == "transition":
+                            break
+            assert all(event["id"] > latest for event in resumed), resumed
+            assert resumed == history(client, task.id)[len(seen) :]
+    finally:
+        other.close()
