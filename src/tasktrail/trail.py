@@ -322,14 +322,16 @@ class Trail:
         self, probe: StaleProbe, resource_id: str, active: list[TaskRecord], raw: object
     ) -> StatusCheck:
         entries = checked_items(raw, probe)
-        # Read the tasks again after the probe: a task that finished while the probe ran
-        # would otherwise leave its items looking stale.
+        # The probe's answer may predate a task that ends while it runs, or postdate one
+        # that starts: a task active in either read (before or after the probe) covers.
+        before = active
         if entries:
             active = self.tasks_for(probe.resource_type, resource_id, active=True)
+        covering = {task.id: task for task in (*before, *active)}.values()
         stale = uncovered(
             entries,
             probe,
-            active,
+            covering,
             lambda kind, key: bool(self.tasks_for(kind, key, active=True)),
         )
         return StatusCheck(probe.resource_type, resource_id, tuple(active), tuple(stale))

@@ -59,3 +59,27 @@ def test_status_check_without_a_probe_lists_active_tasks(client: httpx.Client) -
     assert check["stale_items"] == []
     idle = client.get("/api/v1/resources/roadmap/r2/status-check").json()
     assert (idle["has_active_task"], idle["active_tasks"], idle["stale_items"]) == (False, [], [])
+
+
+def test_status_check_counts_a_retry_that_finished_while_the_probe_ran(
+    client: httpx.Client, app_trail: Trail
+) -> None:
+    retry = create(
+        client,
+        links=[
+            {"type": "roadmap", "id": "r1", "role": "retry_tutorial"},
+            {"type": "concept", "id": "c1"},
+        ],
+    )
+
+    @app_trail.stale_probe("roadmap", item_type="concept")
+    def probe(roadmap_id: str) -> list[dict[str, Any]]:
+        claims = [{"item": "c1", "status": "generating"}]
+        app_trail.run_pending()  # the retry finishes while the probe runs
+        return claims
+
+    check = client.get("/api/v1/resources/roadmap/r1/status-check").json()
+    assert app_trail.get(retry["id"]).status == "completed"
+    assert check["stale_items"] == []
+    later = client.get("/api/v1/resources/roadmap/r1/status-check").json()
+    assert [entry["item"] for entry in later["stale_items"]] == ["c1"]
