@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from typing import Any
@@ -185,3 +186,46 @@ def test_resuming_from_an_id_the_server_has_not_reached_repeats_nothing(
             assert resumed == history(client, task.id)[len(seen) :]
     finally:
         other.close()
+
+
+def raw_get(base_url: str, target: str, headers: bytes = b"") -> tuple[int, bytes]:
+    """The status and body of a GET sent byte for byte (clients would refuse or encode
+    these headers and paths themselves)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"GET " + target.encode() + b" HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
+            + (headers or b"Connection: close\r\n") + b"\r\n"
+        )  # fmt: skip
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+LAST_EVENT_ID = b"Connection: close\r\nLast-Event-ID: "
+WS_UPGRADE = (
+    b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+)
+
+
+@pytest.mark.parametrize("value", [b"\xb2", b"\xc2\xb2", b"12\xb3", b"1 2", b"-1", b"9" * 40])
+def test_a_malformed_last_event_id_is_refused_with_422(base_url: str, value: bytes) -> None:
+    status, body = raw_get(base_url, "/api/v1/events", LAST_EVENT_ID + value + b"\r\n")
+    assert status == 422, body
+    assert b"Last-Event-ID must be an event id" in body
+
+
+@pytest.mark.parametrize("after", ["%C2%B2", "%D9%A1", "%EF%BC%91", "1%202", "9" * 40])
+def test_a_malformed_after_is_refused_with_422_on_sse_and_ws(base_url: str, after: str) -> None:
+    status, body = raw_get(base_url, f"/api/v1/events?after={after}")
+    assert status == 422, body
+    assert b"after" in body
+    status, body = raw_get(base_url, f"/api/v1/ws?after={after}", WS_UPGRADE)
+    assert status == 422, body
+    assert b"after must be an event id" in body
