@@ -348,3 +348,25 @@ def test_text_with_nul_characters_is_refused_with_422(client: httpx.Client, base
     with pytest.raises(InvalidStatus) as refused, connect(url):
         pass
     assert refused.value.response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["zzz", "", "01M87X8MP99EPV16J2CDB4QPWB", "01m87x8mp99epv16j2cdb4qpwu", "0" * 27, "é" * 26],
+)
+def test_a_cursor_that_is_not_a_task_id_is_refused_with_422(
+    client: httpx.Client, cursor: str
+) -> None:
+    create(client)
+    response = client.get("/api/v1/tasks", params={"cursor": cursor})
+    assert response.status_code == 422, response.text
+    assert "cursor must be the next_cursor of a previous page" in response.json()["detail"]
+
+
+def test_a_cursor_from_a_previous_page_still_pages(client: httpx.Client) -> None:
+    ids = [create(client).json()["id"] for _ in range(3)]
+    first = client.get("/api/v1/tasks", params={"limit": 2}).json()
+    second = client.get("/api/v1/tasks", params={"limit": 2, "cursor": first["next_cursor"]})
+    assert second.status_code == 200, second.text
+    listed = [t["id"] for t in first["items"]] + [t["id"] for t in second.json()["items"]]
+    assert listed == ids[::-1]

@@ -2,13 +2,15 @@
 own routes (``ApiRoute``), so mounting the API changes nothing in the rest of your app.
 
 ``TaskNotFound`` and ``UnknownTask`` → 404, ``InvalidTransition`` → 409 (naming the task's
-current status), ``InvalidInput`` and request validation errors → 422 (so is text with NUL
-characters, which PostgreSQL cannot store), a body over the limit → 413.
+current status), a failing stale probe → 500 (logged), ``InvalidInput`` and request
+validation errors → 422 (so is text with NUL characters, which PostgreSQL cannot store), a
+body over the limit → 413.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -19,7 +21,10 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from tasktrail.errors import InvalidInput, InvalidTransition, TaskNotFound, UnknownTask
+from tasktrail.staleness import ProbeFailed
 from tasktrail.text import MAX_JSON_DEPTH, contains_nul
+
+logger = logging.getLogger("tasktrail.api")
 
 #: Request bodies larger than this many bytes are refused with 413.
 DEFAULT_MAX_BODY_BYTES = 1_000_000
@@ -56,6 +61,9 @@ def for_exception(exc: Exception) -> JSONResponse | None:
         return error(404, f"{exc}; check the id (GET /api/v1/tasks lists tasks)")
     if isinstance(exc, InvalidTransition):
         return error(409, f"{exc} (current status: {exc.current})", current_status=exc.current)
+    if isinstance(exc, ProbeFailed):  # before InvalidInput: the server's fault, not the request's
+        logger.error("status check failed: %s", exc, exc_info=exc)
+        return error(500, f"{exc}; this is a fault in the server's stale probe, not in the request")
     if isinstance(exc, InvalidInput):
         return error(422, str(exc))
     return None
