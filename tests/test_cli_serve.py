@@ -115,9 +115,16 @@ def test_serve_without_worker_leaves_tasks_queued(database_url: str, tmp_path: P
             assert httpx.get(f"{url}/api/v1/tasks/{task['id']}/status").json()["status"] == "queued"
 
 
-def test_serve_refuses_an_exposed_host_without_a_token(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("command", "host"),
+    [("serve", "0.0.0.0"), ("serve", "::"), ("serve", "192.0.2.1"), ("serve", "example.com"),
+     ("demo", "0.0.0.0")],
+)  # fmt: skip
+def test_serve_refuses_an_exposed_host_without_a_token(
+    tmp_path: Path, command: str, host: str
+) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tasktrail.cli", "serve", "--host", "0.0.0.0", "--port", "0"],
+        [sys.executable, "-m", "tasktrail.cli", command, "--host", host, "--port", "0"],
         cwd=tmp_path,
         env={k: v for k, v in os.environ.items() if not k.startswith("TASKTRAIL_")},
         capture_output=True,
@@ -125,7 +132,29 @@ def test_serve_refuses_an_exposed_host_without_a_token(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode != 0
+    assert f"refusing to serve on {host} without an API token" in result.stdout
     assert "TASKTRAIL_API_TOKEN" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "tasktrail.db").exists()  # refused before anything was opened
+
+
+@pytest.mark.parametrize(
+    ("host", "reach"),
+    [("localhost", "localhost"), ("::1", "[::1]"), ("127.0.0.2", "127.0.0.2")],
+)
+def test_serve_on_a_loopback_host_needs_no_token(tmp_path: Path, host: str, reach: str) -> None:
+    with running("serve", "--host", host, "--port", "0", "--no-worker", cwd=tmp_path) as (url, _):
+        port = url.rsplit(":", 1)[1]
+        answer = httpx.get(f"http://{reach}:{port}/api/v1/tasks")
+        assert answer.status_code == 200, answer.text
+
+
+def test_serve_insecure_exposes_the_api_without_a_token(tmp_path: Path) -> None:
+    with running(
+        "serve", "--host", "0.0.0.0", "--port", "0", "--insecure", "--no-worker", cwd=tmp_path
+    ) as (url, _):
+        local = url.replace("0.0.0.0", "127.0.0.1")
+        assert httpx.get(f"{local}/api/v1/tasks").status_code == 200
 
 
 def test_serve_on_a_busy_port_says_so(tmp_path: Path) -> None:
