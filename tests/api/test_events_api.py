@@ -229,3 +229,19 @@ def test_a_malformed_after_is_refused_with_422_on_sse_and_ws(base_url: str, afte
     status, body = raw_get(base_url, f"/api/v1/ws?after={after}", WS_UPGRADE)
     assert status == 422, body
     assert b"after must be an event id" in body
+
+
+@pytest.mark.parametrize("params", [{}, {"resource_type": "roadmap", "resource_id": "idle"}])
+def test_an_idle_sse_stream_gets_keep_alive_pings(
+    client: httpx.Client, params: dict[str, str]
+) -> None:
+    # The fixture's feed ticks every KEEPALIVE seconds; nothing happens meanwhile.
+    with client.stream("GET", "/api/v1/events", params=params) as stream:
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        seen: list[str] = []
+        deadline = time.monotonic() + 20
+        while seen.count(": ping") < 2:
+            assert time.monotonic() < deadline, f"no keep-alive ping; got {seen}"
+            seen.append(next(lines))
+    assert not [line for line in seen if line.startswith("data:")]

@@ -370,3 +370,55 @@ def test_a_cursor_from_a_previous_page_still_pages(client: httpx.Client) -> None
     assert second.status_code == 200, second.text
     listed = [t["id"] for t in first["items"]] + [t["id"] for t in second.json()["items"]]
     assert listed == ids[::-1]
+
+
+def items_of(client: httpx.Client, task_id: str) -> dict[str, int]:
+    items: dict[str, int] = client.get(f"/api/v1/tasks/{task_id}").json()["items"]
+    return items
+
+
+def test_retry_only_failed_items_keeps_completed_items_done(
+    client: httpx.Client, app_trail: Trail
+) -> None:
+    params = {"keys": ["a", "b", "c"], "failing": ["b"]}
+    whole = client.post("/api/v1/tasks", json={"name": "test.items", "params": params}).json()
+    only = client.post("/api/v1/tasks", json={"name": "test.items", "params": params}).json()
+    app_trail.run_pending()
+    for task in (whole, only):
+        assert client.get(f"/api/v1/tasks/{task['id']}").json()["status"] == "partial_failure"
+        assert items_of(client, task["id"]) == {
+            "total": 3, "pending": 0, "running": 0, "completed": 2, "failed": 1
+        }  # fmt: skip
+
+    again = client.post(f"/api/v1/tasks/{only['id']}/retry", json={"only_failed_items": True})
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == "queued"
+    assert items_of(client, only["id"]) == {
+        "total": 3, "pending": 1, "running": 0, "completed": 2, "failed": 0
+    }  # fmt: skip
+    all_again = client.post(f"/api/v1/tasks/{whole['id']}/retry", json={})
+    assert all_again.status_code == 200, all_again.text
+    assert items_of(client, whole["id"]) == {
+        "total": 3, "pending": 3, "running": 0, "completed": 0, "failed": 0
+    }  # fmt: skip
+
+
+def test_retry_of_a_completed_task_needs_force(client: httpx.Client, app_trail: Trail) -> None:
+    task = create(client, params={"x": 1}).json()
+    app_trail.run_pending()
+    assert client.get(f"/api/v1/tasks/{task['id']}").json()["status"] == "completed"
+
+    refused = client.post(f"/api/v1/tasks/{task['id']}/retry", json={"force": False})
+    assert refused.status_code == 409
+    assert refused.json()["current_status"] == "completed"
+    assert "force" in refused.json()["detail"]
+
+    forced = client.post(f"/api/v1/tasks/{task['id']}/retry", json={"force": True})
+    assert forced.status_code == 200, forced.text
+    rerun = forced.json()
+    assert (rerun["status"], rerun["completed_at"], rerun["result"], rerun["error"]) == (
+        "queued", None, None, None
+    )  # fmt: skip
+    app_trail.run_pending()
+    done = client.get(f"/api/v1/tasks/{task['id']}").json()
+    assert (done["status"], done["attempts"], done["result"]) == ("completed", 2, {"x": 1})
