@@ -184,7 +184,9 @@ def test_serve_on_an_exposed_host_with_a_token_requires_it(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_demo_serves_the_roadmap_app_with_sample_tasks(tmp_path: Path) -> None:
-    with running("demo", "--port", "0", cwd=tmp_path) as (url, lines):
+    # Retries take 3 * 0.3 s: long enough to cancel one before it ends.
+    env = {"TASKTRAIL_DEMO_ITEM_SECONDS": "0.3"}
+    with running("demo", "--port", "0", cwd=tmp_path, env=env) as (url, lines):
         printed = "".join(lines)
         ids = re.search(r"sample roadmap tasks: (\S+), (\S+)", printed)
         assert ids is not None, printed
@@ -192,9 +194,12 @@ def test_demo_serves_the_roadmap_app_with_sample_tasks(tmp_path: Path) -> None:
 
             def finished(task_id: str = task_id) -> bool:
                 status = httpx.get(f"{url}/api/v1/tasks/{task_id}").json()["status"]
-                return status in {"completed", "partial_failure"}
+                return status not in {"created", "queued", "running"}
 
             eventually(finished, timeout=30)
+            # Some contents fail on purpose: every sample roadmap ends partially failed.
+            ended = httpx.get(f"{url}/api/v1/tasks/{task_id}").json()
+            assert ended["status"] == "partial_failure", ended
         roadmap = httpx.get(f"{url}/roadmaps/roadmap-1").json()
         assert set(roadmap) == {"python-basics-1", "python-basics-2", "python-basics-3"}
         check = httpx.get(f"{url}/api/v1/resources/roadmap/roadmap-1/status-check").json()
@@ -205,3 +210,26 @@ def test_demo_serves_the_roadmap_app_with_sample_tasks(tmp_path: Path) -> None:
         linked = httpx.get(f"{url}/api/v1/resources/roadmap/roadmap-1/tasks").json()
         assert linked[0]["id"] == retry.json()["task_id"]
         assert linked[0]["role"] == "retry_quiz"
+        # One active retry per content: asking again answers the same task.
+        again = httpx.post(f"{url}/roadmaps/roadmap-1/concepts/python-basics-1/quiz/retry")
+        assert again.json()["task_id"] == retry.json()["task_id"]
+        eventually(
+            lambda: (
+                httpx.get(f"{url}/api/v1/tasks/{again.json()['task_id']}").json()["status"]
+                == "completed"
+            )
+        )
+        # A retry of the content that failed stops before it regenerates it (as a killed
+        # one would): once it is no longer active, the content still claims to be in
+        # progress and the status check reports it stale.
+        failed = httpx.post(f"{url}/roadmaps/roadmap-1/concepts/python-basics-1/tutorial/retry")
+        retry_id = failed.json()["task_id"]
+        assert httpx.post(f"{url}/api/v1/tasks/{retry_id}/cancel").status_code == 200
+        eventually(
+            lambda: httpx.get(f"{url}/api/v1/tasks/{retry_id}").json()["status"] == "cancelled"
+        )
+        check = httpx.get(f"{url}/api/v1/resources/roadmap/roadmap-1/status-check").json()
+        assert check["has_active_task"] is False
+        assert [(e["item"], e["content_type"]) for e in check["stale_items"]] == [
+            ("python-basics-1", "tutorial")
+        ]
