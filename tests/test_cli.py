@@ -75,6 +75,15 @@ def test_a_bad_app_spec_is_a_clear_usage_error(tmp_path: Path) -> None:
     assert "MODULE:ATTR" in result.stderr
 
 
+def test_the_demo_app_refuses_to_load_outside_tasktrail_demo(tmp_path: Path) -> None:
+    # Its roadmaps live in the demo process's memory: a worker elsewhere could not run them.
+    result = tasktrail(
+        f"sqlite:///{tmp_path}/x.db", "tasks", "list", "--app", "tasktrail.demo:trail"
+    )
+    assert result.returncode == 2
+    assert "runs only there; start it with `tasktrail demo`" in result.stderr
+
+
 @pytest.mark.slow
 def test_demo_serves_and_runs_the_sample_roadmaps_on_a_fresh_sqlite_file(tmp_path: Path) -> None:
     # `tasktrail demo` serves until stopped (see tests/test_cli_serve.py for its HTTP side).

@@ -115,9 +115,16 @@ def test_serve_without_worker_leaves_tasks_queued(database_url: str, tmp_path: P
             assert httpx.get(f"{url}/api/v1/tasks/{task['id']}/status").json()["status"] == "queued"
 
 
-def test_serve_refuses_an_exposed_host_without_a_token(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("command", "host"),
+    [("serve", "0.0.0.0"), ("serve", "::"), ("serve", "192.0.2.1"), ("serve", "example.com"),
+     ("demo", "0.0.0.0")],
+)  # fmt: skip
+def test_serve_refuses_an_exposed_host_without_a_token(
+    tmp_path: Path, command: str, host: str
+) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tasktrail.cli", "serve", "--host", "0.0.0.0", "--port", "0"],
+        [sys.executable, "-m", "tasktrail.cli", command, "--host", host, "--port", "0"],
         cwd=tmp_path,
         env={k: v for k, v in os.environ.items() if not k.startswith("TASKTRAIL_")},
         capture_output=True,
@@ -125,7 +132,29 @@ def test_serve_refuses_an_exposed_host_without_a_token(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode != 0
+    assert f"refusing to serve on {host} without an API token" in result.stdout
     assert "TASKTRAIL_API_TOKEN" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "tasktrail.db").exists()  # refused before anything was opened
+
+
+@pytest.mark.parametrize(
+    ("host", "reach"),
+    [("localhost", "localhost"), ("::1", "[::1]"), ("127.0.0.2", "127.0.0.2")],
+)
+def test_serve_on_a_loopback_host_needs_no_token(tmp_path: Path, host: str, reach: str) -> None:
+    with running("serve", "--host", host, "--port", "0", "--no-worker", cwd=tmp_path) as (url, _):
+        port = url.rsplit(":", 1)[1]
+        answer = httpx.get(f"http://{reach}:{port}/api/v1/tasks")
+        assert answer.status_code == 200, answer.text
+
+
+def test_serve_insecure_exposes_the_api_without_a_token(tmp_path: Path) -> None:
+    with running(
+        "serve", "--host", "0.0.0.0", "--port", "0", "--insecure", "--no-worker", cwd=tmp_path
+    ) as (url, _):
+        local = url.replace("0.0.0.0", "127.0.0.1")
+        assert httpx.get(f"{local}/api/v1/tasks").status_code == 200
 
 
 def test_serve_on_a_busy_port_says_so(tmp_path: Path) -> None:
@@ -155,7 +184,9 @@ def test_serve_on_an_exposed_host_with_a_token_requires_it(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_demo_serves_the_roadmap_app_with_sample_tasks(tmp_path: Path) -> None:
-    with running("demo", "--port", "0", cwd=tmp_path) as (url, lines):
+    # Retries take 3 * 0.3 s: long enough to cancel one before it ends.
+    env = {"TASKTRAIL_DEMO_ITEM_SECONDS": "0.3"}
+    with running("demo", "--port", "0", cwd=tmp_path, env=env) as (url, lines):
         printed = "".join(lines)
         ids = re.search(r"sample roadmap tasks: (\S+), (\S+)", printed)
         assert ids is not None, printed
@@ -163,9 +194,12 @@ def test_demo_serves_the_roadmap_app_with_sample_tasks(tmp_path: Path) -> None:
 
             def finished(task_id: str = task_id) -> bool:
                 status = httpx.get(f"{url}/api/v1/tasks/{task_id}").json()["status"]
-                return status in {"completed", "partial_failure"}
+                return status not in {"created", "queued", "running"}
 
             eventually(finished, timeout=30)
+            # Some contents fail on purpose: every sample roadmap ends partially failed.
+            ended = httpx.get(f"{url}/api/v1/tasks/{task_id}").json()
+            assert ended["status"] == "partial_failure", ended
         roadmap = httpx.get(f"{url}/roadmaps/roadmap-1").json()
         assert set(roadmap) == {"python-basics-1", "python-basics-2", "python-basics-3"}
         check = httpx.get(f"{url}/api/v1/resources/roadmap/roadmap-1/status-check").json()
@@ -176,3 +210,26 @@ def test_demo_serves_the_roadmap_app_with_sample_tasks(tmp_path: Path) -> None:
         linked = httpx.get(f"{url}/api/v1/resources/roadmap/roadmap-1/tasks").json()
         assert linked[0]["id"] == retry.json()["task_id"]
         assert linked[0]["role"] == "retry_quiz"
+        # One active retry per content: asking again answers the same task.
+        again = httpx.post(f"{url}/roadmaps/roadmap-1/concepts/python-basics-1/quiz/retry")
+        assert again.json()["task_id"] == retry.json()["task_id"]
+        eventually(
+            lambda: (
+                httpx.get(f"{url}/api/v1/tasks/{again.json()['task_id']}").json()["status"]
+                == "completed"
+            )
+        )
+        # A retry of the content that failed stops before it regenerates it (as a killed
+        # one would): once it is no longer active, the content still claims to be in
+        # progress and the status check reports it stale.
+        failed = httpx.post(f"{url}/roadmaps/roadmap-1/concepts/python-basics-1/tutorial/retry")
+        retry_id = failed.json()["task_id"]
+        assert httpx.post(f"{url}/api/v1/tasks/{retry_id}/cancel").status_code == 200
+        eventually(
+            lambda: httpx.get(f"{url}/api/v1/tasks/{retry_id}").json()["status"] == "cancelled"
+        )
+        check = httpx.get(f"{url}/api/v1/resources/roadmap/roadmap-1/status-check").json()
+        assert check["has_active_task"] is False
+        assert [(e["item"], e["content_type"]) for e in check["stale_items"]] == [
+            ("python-basics-1", "tutorial")
+        ]

@@ -118,3 +118,68 @@ def test_async_probe_and_async_twin(trail: Trail, roadmap: dict[str, Any]) -> No
     assert trail.status_check("course", "k1").stale_items == check.stale_items
     sync_probe = asyncio.run(trail.status_check_async("roadmap", "r1"))
     assert [e["item"] for e in sync_probe.stale_items] == ["c1", "c2"]
+
+
+def test_a_retry_that_finishes_while_the_probe_runs_still_covers_its_item(trail: Trail) -> None:
+    # The probe reads the domain (c1 generating), then the retry completes before the
+    # probe returns: the item is not stale, since its retry was active when it was read.
+    @trail.task("noop")
+    def noop(ctx: object) -> None:
+        return None
+
+    retry = trail.submit(
+        "noop", links=[Link("roadmap", "r1", role="retry_tutorial"), Link("concept", "c1")]
+    )
+
+    @trail.stale_probe("roadmap", item_type="concept")
+    def probe(roadmap_id: str) -> list[dict[str, Any]]:
+        claims = [{"item": "c1", "status": "generating"}]
+        trail.run_pending()  # the retry finishes meanwhile
+        return claims
+
+    check = trail.status_check("roadmap", "r1")
+    assert trail.get(retry.id).status == "completed"
+    assert check.stale_items == ()
+    assert check.active_tasks == ()  # what is active now
+    # Later, with the retry over and the claim still there, the item is stale.
+    assert [e["item"] for e in trail.status_check("roadmap", "r1").stale_items] == ["c1"]
+
+
+def test_the_async_twin_counts_a_retry_that_finished_during_an_async_probe(
+    trail: Trail,
+) -> None:
+    @trail.task("noop")
+    def noop(ctx: object) -> None:
+        return None
+
+    retry = trail.submit(
+        "noop", links=[Link("roadmap", "r1", role="retry_tutorial"), Link("concept", "c1")]
+    )
+
+    @trail.stale_probe("roadmap", item_type="concept")
+    async def probe(roadmap_id: str) -> list[dict[str, Any]]:
+        await asyncio.to_thread(trail.run_pending)  # the retry finishes meanwhile
+        return [{"item": "c1", "status": "generating"}]
+
+    check = asyncio.run(trail.status_check_async("roadmap", "r1"))
+    assert trail.get(retry.id).status == "completed"
+    assert check.stale_items == ()
+    later = asyncio.run(trail.status_check_async("roadmap", "r1"))
+    assert [e["item"] for e in later.stale_items] == ["c1"]
+
+
+def test_a_retry_that_starts_while_the_probe_runs_covers_its_item(trail: Trail) -> None:
+    @trail.task("noop")
+    def noop(ctx: object) -> None:
+        return None
+
+    @trail.stale_probe("roadmap", item_type="concept")
+    def probe(roadmap_id: str) -> list[dict[str, Any]]:
+        trail.submit(
+            "noop", links=[Link("roadmap", "r1", role="retry_tutorial"), Link("concept", "c1")]
+        )
+        return [{"item": "c1", "status": "pending"}]
+
+    check = trail.status_check("roadmap", "r1")
+    assert check.stale_items == ()
+    assert len(check.active_tasks) == 1

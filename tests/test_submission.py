@@ -10,6 +10,13 @@ import pytest
 from tasktrail import InvalidInput, Link, TaskContext, Trail, UnknownTask
 
 
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @pytest.fixture
 def tutorial(trail: Trail) -> Trail:
     @trail.task("roadmap.tutorial")
@@ -43,12 +50,32 @@ def test_an_unknown_name_lists_the_registered_ones(tutorial: Trail) -> None:
         ({"roadmap_id": "r1", "colour": "red"}, "unexpected keyword argument 'colour'"),
         ({"roadmap_id": "r\x001"}, "params must not contain NUL characters"),
         ({"roadmap_id": {"x\x00": 1}}, "params must be JSON-serialisable|params must not"),
+        ({"roadmap_id": _nested(64)}, "params must not nest .* more than 64 levels deep"),
+        ({"roadmap_id": _nested(5000)}, "params must not nest .* more than 64 levels deep"),
     ],
 )
 def test_bad_params_are_refused(tutorial: Trail, params: Any, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         tutorial.submit("roadmap.tutorial", params)
     _nothing_written(tutorial)
+
+
+def test_params_nested_up_to_the_limit_are_stored(tutorial: Trail) -> None:
+    task = tutorial.submit("roadmap.tutorial", {"roadmap_id": _nested(63)})  # 64 with params
+    assert tutorial.get(task.id).params == {"roadmap_id": _nested(63)}
+
+
+def test_a_result_nested_too_deeply_fails_the_task_with_a_message(trail: Trail) -> None:
+    @trail.task("deep.result", max_attempts=3)
+    def deep(ctx: TaskContext) -> Any:
+        return _nested(300)
+
+    task = trail.submit("deep.result")
+    trail.run_pending()
+    failed = trail.get(task.id)
+    assert failed.status == "failed"  # not retried: the same result would come back
+    assert failed.error is not None and "more than 64 levels deep" in failed.error
+    assert failed.result is None
 
 
 @pytest.mark.parametrize(

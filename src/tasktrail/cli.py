@@ -325,6 +325,14 @@ def _announce(url: str) -> None:
     )
 
 
+def _refuse_exposure_early(host: str, *, insecure: bool) -> None:
+    # Before the database is opened: a refused command must leave nothing behind.
+    from tasktrail.api.security import configured_token
+    from tasktrail.serve import check_exposure
+
+    check_exposure(host, configured_token(None), insecure=insecure)
+
+
 @app.command("serve")
 def serve(
     app_spec: AppOption = None,
@@ -340,6 +348,7 @@ def serve(
     """Serve the HTTP API with an embedded worker, until SIGTERM or Ctrl-C."""
     from tasktrail.serve import serve as run_server
 
+    _refuse_exposure_early(host, insecure=insecure)
     with opened_trail(app_spec, database_url) as trail:
         run_server(
             trail,
@@ -363,6 +372,7 @@ def demo(
     from tasktrail.demo import default_app
     from tasktrail.serve import serve as run_server
 
+    _refuse_exposure_early(host, insecure=insecure)
     roadmaps = default_app()
     trail = roadmaps.trail
     console.print(f"database: {trail.engine.url.render_as_string(hide_password=True)}")

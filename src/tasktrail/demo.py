@@ -7,7 +7,9 @@ fail on purpose. Retrying one concept's content is a task of its own, linked to 
 (role ``retry_<content>``) *and* to the concept, so the roadmap's status check sees it. A
 stale probe reports contents stuck in ``pending``/``generating``.
 
-``tasktrail demo`` serves it; ``--app tasktrail.demo:trail`` loads it into other commands.
+``tasktrail demo`` serves it, and runs its tasks with the embedded worker. The roadmaps live
+in that process's memory (a real app keeps them in its own tables), so the demo cannot run
+in other commands: a worker process elsewhere would not find them.
 """
 
 from __future__ import annotations
@@ -170,6 +172,7 @@ class RoadmapApp:
         if concept_id not in roadmap:
             raise KeyError(concept_id)
         self.roadmaps.set(roadmap_id, concept_id, content_type, "pending")
+        # Asking again while a retry of this content is active answers that retry.
         return self.trail.submit(
             "roadmap.retry_content",
             {"roadmap_id": roadmap_id, "concept_id": concept_id, "content_type": content_type},
@@ -178,6 +181,7 @@ class RoadmapApp:
                 Link("concept", concept_id),
             ],
             description=f"Regenerate the {content_type} of {concept_id}",
+            dedupe_key=f"roadmap.retry_content:{roadmap_id}/{concept_id}/{content_type}",
         )
 
     def router(self) -> APIRouter:
@@ -243,7 +247,9 @@ def default_app() -> RoadmapApp:
 
 
 def __getattr__(name: str) -> Any:
-    # ``tasktrail.demo:trail`` without opening a database at import time.
     if name == "trail":
-        return default_app().trail
+        raise AttributeError(
+            "the demo keeps its roadmaps in the memory of the `tasktrail demo` process, so "
+            "it runs only there; start it with `tasktrail demo`"
+        )
     raise AttributeError(name)

@@ -250,7 +250,9 @@ class Feed:
                 if cached is not None:
                     for event in cached:
                         yield event
-                    cursor = until
+                    # Never backwards: a client may resume from an id the hub has not
+                    # reached yet (read elsewhere, or written by another process).
+                    cursor = max(cursor, until)
                 elif cursor < until:
                     batch = await asyncio.to_thread(
                         self.store.events,
@@ -263,7 +265,7 @@ class Feed:
                     for event in batch:
                         yield event
                     full = len(batch) == self.batch_size
-                    cursor = batch[-1].id if full else until
+                    cursor = batch[-1].id if full else max(cursor, until)
                     if full:
                         continue
                 if not await hub.wait_beyond(cursor, self.keepalive):

@@ -7,6 +7,7 @@ Ids made in one process are strictly increasing, even within one millisecond, so
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 
@@ -36,3 +37,12 @@ def new_id() -> str:
             random = int.from_bytes(os.urandom(_RANDOM_BITS // 8), "big") >> 1
         _last = (millis, random)
     return _encode(millis, 10) + _encode(random, 16)
+
+
+_ID = re.compile(f"[{_ALPHABET}]{{26}}")
+
+
+def is_task_id(text: str) -> bool:
+    """Whether ``text`` has the shape of an id ``new_id`` makes: 26 characters of its
+    lower-case Crockford base32 alphabet."""
+    return _ID.fullmatch(text) is not None

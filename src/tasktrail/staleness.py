@@ -18,7 +18,8 @@ Everything here is pure; ``Trail.status_check`` does the reading.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,25 @@ from tasktrail.errors import InvalidInput
 from tasktrail.records import TaskRecord
 
 Probe = Callable[[str], Any]
+
+
+class ProbeFailed(InvalidInput):
+    """The app's stale probe raised, or answered something other than a list of items: a
+    fault in the app's code, not in the resource asked about (the API answers 500)."""
+
+
+@contextmanager
+def probe_faults(probe: StaleProbe) -> Iterator[None]:
+    """Turns an exception raised by ``probe`` in the block into ``ProbeFailed`` naming the
+    probe (the original is its ``__cause__``)."""
+    try:
+        yield
+    except ProbeFailed:
+        raise
+    except Exception as exc:
+        raise ProbeFailed(
+            f"the stale probe for {probe.resource_type!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -60,17 +80,17 @@ class StatusCheck:
 
 
 def checked_items(raw: object, probe: StaleProbe) -> list[dict[str, Any]]:
-    """The probe's answer, or ``InvalidInput`` unless it is a list of dicts with an
+    """The probe's answer, or ``ProbeFailed`` unless it is a list of dicts with an
     ``"item"`` string (and, without an ``item_type``, a ``"type"`` string)."""
     where = f"the stale probe for {probe.resource_type!r}"
     if not isinstance(raw, list | tuple):
-        raise InvalidInput(f"{where} must return a list of dicts, got {type(raw).__name__}")
+        raise ProbeFailed(f"{where} must return a list of dicts, got {type(raw).__name__}")
     found: list[dict[str, Any]] = []
     for entry in raw:
         if not isinstance(entry, dict) or not isinstance(entry.get("item"), str):
-            raise InvalidInput(f"{where} returned {entry!r}: each item needs an 'item' string")
+            raise ProbeFailed(f"{where} returned {entry!r}: each item needs an 'item' string")
         if item_type_of(entry, probe) is None:
-            raise InvalidInput(
+            raise ProbeFailed(
                 f"{where} returned {entry!r} with no 'type', and the probe has no item_type"
             )
         found.append(entry)

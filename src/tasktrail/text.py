@@ -3,6 +3,7 @@ and JSON, so tasktrail refuses it up front, with a message, instead of failing m
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from tasktrail.errors import InvalidInput
@@ -10,15 +11,46 @@ from tasktrail.errors import InvalidInput
 NUL = "\x00"
 
 
+#: How deeply JSON that tasktrail stores may nest (``{"a": {"b": 1}}`` nests 2 levels).
+#: Far deeper values cannot be serialised back out (nor walked without deep recursion).
+MAX_JSON_DEPTH = 64
+
+
+def _walk(value: Any) -> Iterator[tuple[Any, int]]:
+    """Every node of a JSON-like structure with its depth, iteratively (no recursion,
+    so hostile nesting cannot exhaust the stack)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        yield node, depth
+        if isinstance(node, dict):
+            for key, item in node.items():
+                stack.append((key, depth + 1))
+                stack.append((item, depth + 1))
+        elif isinstance(node, list | tuple):
+            stack.extend((item, depth + 1) for item in node)
+
+
 def contains_nul(value: Any) -> bool:
     """Whether a string anywhere in ``value`` (a JSON-like structure) holds a NUL."""
-    if isinstance(value, str):
-        return NUL in value
-    if isinstance(value, dict):
-        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(contains_nul(v) for v in value)
-    return False
+    return any(isinstance(node, str) and NUL in node for node, _ in _walk(value))
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``value`` (a JSON-like structure) nests more than ``limit`` levels."""
+    return any(
+        depth >= limit and isinstance(node, dict | list | tuple) for node, depth in _walk(value)
+    )
+
+
+def refuse_too_deep(value: Any, what: str) -> None:
+    """``InvalidInput`` naming ``what`` if ``value`` nests more than ``MAX_JSON_DEPTH``
+    levels of objects and arrays."""
+    if too_deep(value):
+        raise InvalidInput(
+            f"{what} must not nest objects and arrays more than {MAX_JSON_DEPTH} levels deep; "
+            "send flatter data"
+        )
 
 
 def refuse_nul(value: Any, what: str) -> None:

@@ -22,7 +22,13 @@ from tasktrail.executor import EmbeddedExecutor, Executor
 from tasktrail.records import EventRecord, ItemCounts, ItemRecord, Link, Page, TaskRecord
 from tasktrail.registry import Registry, TaskDefinition
 from tasktrail.runner import Runner
-from tasktrail.staleness import StaleProbe, StatusCheck, checked_items, uncovered
+from tasktrail.staleness import (
+    StaleProbe,
+    StatusCheck,
+    checked_items,
+    probe_faults,
+    uncovered,
+)
 from tasktrail.states import RUN, SCHEDULE, Status
 from tasktrail.store import Store, create_engine
 from tasktrail.store.migrate import ensure_schema
@@ -325,29 +331,33 @@ class Trail:
     def status_check(self, resource_type: str, resource_id: str) -> StatusCheck:
         """The active tasks linked to the resource, and the items its stale probe reports
         in progress that no active task covers (none without a probe). A task that was
-        killed or failed no longer covers anything, so its items show up as stale."""
+        killed or failed no longer covers anything, so its items show up as stale. A probe
+        that raises or answers nonsense raises ``ProbeFailed`` (an ``InvalidInput``)."""
         probe = self.probes.get(resource_type)
         active = self.tasks_for(resource_type, resource_id, active=True)
         if probe is None:
             return StatusCheck(resource_type, resource_id, tuple(active), ())
-        if probe.is_async:
-            raw = asyncio.run(probe.function(resource_id))
-        else:
-            raw = probe.function(resource_id)
+        with probe_faults(probe):
+            if probe.is_async:
+                raw = asyncio.run(probe.function(resource_id))
+            else:
+                raw = probe.function(resource_id)
         return self._status_check(probe, resource_id, active, raw)
 
     def _status_check(
         self, probe: StaleProbe, resource_id: str, active: list[TaskRecord], raw: object
     ) -> StatusCheck:
         entries = checked_items(raw, probe)
-        # Read the tasks again after the probe: a task that finished while the probe ran
-        # would otherwise leave its items looking stale.
+        # The probe's answer may predate a task that ends while it runs, or postdate one
+        # that starts: a task active in either read (before or after the probe) covers.
+        before = active
         if entries:
             active = self.tasks_for(probe.resource_type, resource_id, active=True)
+        covering = {task.id: task for task in (*before, *active)}.values()
         stale = uncovered(
             entries,
             probe,
-            active,
+            covering,
             lambda kind, key: bool(self.tasks_for(kind, key, active=True)),
         )
         return StatusCheck(probe.resource_type, resource_id, tuple(active), tuple(stale))
@@ -457,7 +467,8 @@ class Trail:
         if probe is None or not probe.is_async:
             return await asyncio.to_thread(self.status_check, resource_type, resource_id)
         active = await self.tasks_for_async(resource_type, resource_id, active=True)
-        raw = await probe.function(resource_id)
+        with probe_faults(probe):
+            raw = await probe.function(resource_id)
         return await asyncio.to_thread(self._status_check, probe, resource_id, active, raw)
 
     async def item_counts_async(self, task_id: str) -> ItemCounts:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 from typing import Any
@@ -12,8 +14,12 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tasktrail import Trail
-from tests.support.fixtures import BackgroundWorker
+from tasktrail.api import create_app
+from tasktrail.feed import Feed
+from tests.support.fixtures import KEEPALIVE, BackgroundWorker
+from tests.support.server import serve
 from tests.support.streams import count_of, has, read_sse, read_ws
+from tests.support.tasks import register
 
 
 def create(client: httpx.Client, **body: Any) -> dict[str, Any]:
@@ -136,3 +142,106 @@ def test_ws_refuses_bad_filters_with_422(base_url: str, query: str) -> None:
     with pytest.raises(InvalidStatus) as refused, connect(url):
         pass
     assert refused.value.response.status_code == 422
+
+
+def test_resuming_from_an_id_the_server_has_not_reached_repeats_nothing(
+    app_trail: Trail, database_url: str
+) -> None:
+    # Polling only once an hour: the server hears another process's events late (on SQLite
+    # not at all here), so a client can hold an id beyond the server's feed.
+    feed = Feed(app_trail.store, poll_interval=3600, keepalive=KEEPALIVE)
+    other = Trail(database_url)
+    register(other)
+    try:
+        with (
+            serve(create_app(app_trail, token="", feed=feed)) as url,
+            httpx.Client(base_url=url, timeout=20) as client,
+            client.stream("GET", "/api/v1/events") as idle,  # keeps the feed running
+        ):
+            # A ping: the stream has subscribed (the feed is running and has its safe id).
+            idle_lines = idle.iter_lines()  # kept: dropping the iterator closes the stream
+            assert next(line for line in idle_lines if line.startswith(":")) == ": ping"
+            task = other.submit("test.echo", {"x": 1}, run=False)
+            other.run(task.id)
+            seen = history(client, task.id)
+            latest = seen[-1]["id"]
+
+            resumed: list[dict[str, Any]] = []
+            params = {"task_id": task.id}
+            headers = {"Last-Event-ID": str(latest)}
+            with client.stream("GET", "/api/v1/events", params=params, headers=headers) as stream:
+                lines = stream.iter_lines()
+                # The first ping proves the subscription has looked once and is waiting.
+                assert next(line for line in lines if line.startswith(":")) == ": ping"
+                cancelled = client.post(f"/api/v1/tasks/{task.id}/cancel")  # by this server
+                assert cancelled.status_code == 200, cancelled.text
+                deadline = time.monotonic() + 20
+                for line in lines:
+                    assert time.monotonic() < deadline, f"no cancel event; got {resumed}"
+                    if line.startswith("data: "):
+                        resumed.append(json.loads(line[6:]))
+                        if resumed[-1]["type"] == "transition":
+                            break
+            assert all(event["id"] > latest for event in resumed), resumed
+            assert resumed == history(client, task.id)[len(seen) :]
+    finally:
+        other.close()
+
+
+def raw_get(base_url: str, target: str, headers: bytes = b"") -> tuple[int, bytes]:
+    """The status and body of a GET sent byte for byte (clients would refuse or encode
+    these headers and paths themselves)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"GET " + target.encode() + b" HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
+            + (headers or b"Connection: close\r\n") + b"\r\n"
+        )  # fmt: skip
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+LAST_EVENT_ID = b"Connection: close\r\nLast-Event-ID: "
+WS_UPGRADE = (
+    b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+)
+
+
+@pytest.mark.parametrize("value", [b"\xb2", b"\xc2\xb2", b"12\xb3", b"1 2", b"-1", b"9" * 40])
+def test_a_malformed_last_event_id_is_refused_with_422(base_url: str, value: bytes) -> None:
+    status, body = raw_get(base_url, "/api/v1/events", LAST_EVENT_ID + value + b"\r\n")
+    assert status == 422, body
+    assert b"Last-Event-ID must be an event id" in body
+
+
+@pytest.mark.parametrize("after", ["%C2%B2", "%D9%A1", "%EF%BC%91", "1%202", "9" * 40])
+def test_a_malformed_after_is_refused_with_422_on_sse_and_ws(base_url: str, after: str) -> None:
+    status, body = raw_get(base_url, f"/api/v1/events?after={after}")
+    assert status == 422, body
+    assert b"after" in body
+    status, body = raw_get(base_url, f"/api/v1/ws?after={after}", WS_UPGRADE)
+    assert status == 422, body
+    assert b"after must be an event id" in body
+
+
+@pytest.mark.parametrize("params", [{}, {"resource_type": "roadmap", "resource_id": "idle"}])
+def test_an_idle_sse_stream_gets_keep_alive_pings(
+    client: httpx.Client, params: dict[str, str]
+) -> None:
+    # The fixture's feed ticks every KEEPALIVE seconds; nothing happens meanwhile.
+    with client.stream("GET", "/api/v1/events", params=params) as stream:
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        seen: list[str] = []
+        deadline = time.monotonic() + 20
+        while seen.count(": ping") < 2:
+            assert time.monotonic() < deadline, f"no keep-alive ping; got {seen}"
+            seen.append(next(lines))
+    assert not [line for line in seen if line.startswith("data:")]

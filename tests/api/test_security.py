@@ -101,3 +101,60 @@ def test_bodies_over_the_limit_get_413_and_write_nothing(secured_url: str) -> No
 
         small = http.post("/api/v1/tasks", json={"name": "test.echo", "params": {"n": 1}})
         assert small.status_code == 201
+
+
+TASK = "01m87x8mp99epv16j2cdb4qpwb"
+SECURED = [
+    ("POST", "/api/v1/tasks"),
+    ("GET", "/api/v1/tasks"),
+    ("GET", f"/api/v1/tasks/{TASK}"),
+    ("GET", f"/api/v1/tasks/{TASK}/status"),
+    ("POST", f"/api/v1/tasks/{TASK}/run"),
+    ("POST", f"/api/v1/tasks/{TASK}/cancel"),
+    ("POST", f"/api/v1/tasks/{TASK}/retry"),
+    ("GET", f"/api/v1/tasks/{TASK}/events"),
+    ("GET", "/api/v1/resources/roadmap/r1/tasks"),
+    ("GET", "/api/v1/resources/roadmap/r1/status-check"),
+    ("GET", "/api/v1/events"),
+]
+
+
+def test_the_secured_list_names_every_api_route(app_trail: Trail) -> None:
+    # So that a route added later cannot be left out of the 401 test below.
+    paths = create_app(app_trail, token=TOKEN).openapi()["paths"]
+    documented = {
+        (method.upper(), path)
+        for path, operations in paths.items()
+        if path.startswith("/api/v1")
+        for method in operations
+    }
+    listed = {
+        (
+            method,
+            path.replace(TASK, "{task_id}").replace("roadmap/r1", "{resource_type}/{resource_id}"),
+        )
+        for method, path in SECURED
+    }
+    assert listed == documented
+
+
+@pytest.mark.parametrize(("method", "path"), SECURED)
+def test_every_route_answers_401_without_the_token(
+    secured_url: str, method: str, path: str
+) -> None:
+    with httpx.Client(base_url=secured_url) as http:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            response = http.request(method, path, headers=headers, json={})
+            assert response.status_code == 401, (headers, response.text)
+            assert "Authorization: Bearer" in response.json()["detail"]
+        # Streamed: /events never ends; its status line is enough.
+        with http.stream(method, path, headers=BEARER, json={}) as with_token:
+            assert with_token.status_code != 401
+
+
+def test_the_websocket_answers_401_without_the_token(secured_url: str) -> None:
+    url = secured_url.replace("http://", "ws://") + "/api/v1/ws"
+    for query in ("", "?token=wrong"):
+        with pytest.raises(InvalidStatus) as refused, connect(url + query):
+            pass
+        assert refused.value.response.status_code == 401

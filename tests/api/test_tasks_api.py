@@ -301,6 +301,37 @@ def test_text_is_data_not_markup_or_sql(client: httpx.Client) -> None:
     assert [t["id"] for t in found.json()["items"]] == [task["id"]]
 
 
+@pytest.mark.parametrize("depth", [65, 300, 600, 5000])
+def test_deeply_nested_params_are_refused_with_422_and_the_list_still_works(
+    client: httpx.Client, depth: int
+) -> None:
+    # Built as text: the client's own JSON encoder would recurse too deeply at 5000.
+    params = '{"a":' * depth + "1" + "}" * depth
+    for body in (
+        '{"name": "test.echo", "params": ' + params + "}",
+        '{"name": "test.echo", "params": {"note": "a\\u0000b", "deep": ' + params + "}}",
+    ):
+        response = client.post(
+            "/api/v1/tasks", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+        assert "more than 64 levels deep" in response.json()["detail"]
+
+    listed = client.get("/api/v1/tasks")
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["items"] == []
+
+
+def test_params_nested_64_levels_are_stored_and_listed(client: httpx.Client) -> None:
+    params: Any = 1
+    for _ in range(64):
+        params = {"a": params}
+    assert create(client, params=params).status_code == 201
+    listed = client.get("/api/v1/tasks")
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["items"][0]["params"] == params
+
+
 def test_text_with_nul_characters_is_refused_with_422(client: httpx.Client, base_url: str) -> None:
     # PostgreSQL cannot store NUL in text or JSON; SQLite could, but both answer the same.
     for response in (
@@ -317,3 +348,77 @@ def test_text_with_nul_characters_is_refused_with_422(client: httpx.Client, base
     with pytest.raises(InvalidStatus) as refused, connect(url):
         pass
     assert refused.value.response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["zzz", "", "01M87X8MP99EPV16J2CDB4QPWB", "01m87x8mp99epv16j2cdb4qpwu", "0" * 27, "é" * 26],
+)
+def test_a_cursor_that_is_not_a_task_id_is_refused_with_422(
+    client: httpx.Client, cursor: str
+) -> None:
+    create(client)
+    response = client.get("/api/v1/tasks", params={"cursor": cursor})
+    assert response.status_code == 422, response.text
+    assert "cursor must be the next_cursor of a previous page" in response.json()["detail"]
+
+
+def test_a_cursor_from_a_previous_page_still_pages(client: httpx.Client) -> None:
+    ids = [create(client).json()["id"] for _ in range(3)]
+    first = client.get("/api/v1/tasks", params={"limit": 2}).json()
+    second = client.get("/api/v1/tasks", params={"limit": 2, "cursor": first["next_cursor"]})
+    assert second.status_code == 200, second.text
+    listed = [t["id"] for t in first["items"]] + [t["id"] for t in second.json()["items"]]
+    assert listed == ids[::-1]
+
+
+def items_of(client: httpx.Client, task_id: str) -> dict[str, int]:
+    items: dict[str, int] = client.get(f"/api/v1/tasks/{task_id}").json()["items"]
+    return items
+
+
+def test_retry_only_failed_items_keeps_completed_items_done(
+    client: httpx.Client, app_trail: Trail
+) -> None:
+    params = {"keys": ["a", "b", "c"], "failing": ["b"]}
+    whole = client.post("/api/v1/tasks", json={"name": "test.items", "params": params}).json()
+    only = client.post("/api/v1/tasks", json={"name": "test.items", "params": params}).json()
+    app_trail.run_pending()
+    for task in (whole, only):
+        assert client.get(f"/api/v1/tasks/{task['id']}").json()["status"] == "partial_failure"
+        assert items_of(client, task["id"]) == {
+            "total": 3, "pending": 0, "running": 0, "completed": 2, "failed": 1
+        }  # fmt: skip
+
+    again = client.post(f"/api/v1/tasks/{only['id']}/retry", json={"only_failed_items": True})
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == "queued"
+    assert items_of(client, only["id"]) == {
+        "total": 3, "pending": 1, "running": 0, "completed": 2, "failed": 0
+    }  # fmt: skip
+    all_again = client.post(f"/api/v1/tasks/{whole['id']}/retry", json={})
+    assert all_again.status_code == 200, all_again.text
+    assert items_of(client, whole["id"]) == {
+        "total": 3, "pending": 3, "running": 0, "completed": 0, "failed": 0
+    }  # fmt: skip
+
+
+def test_retry_of_a_completed_task_needs_force(client: httpx.Client, app_trail: Trail) -> None:
+    task = create(client, params={"x": 1}).json()
+    app_trail.run_pending()
+    assert client.get(f"/api/v1/tasks/{task['id']}").json()["status"] == "completed"
+
+    refused = client.post(f"/api/v1/tasks/{task['id']}/retry", json={"force": False})
+    assert refused.status_code == 409
+    assert refused.json()["current_status"] == "completed"
+    assert "force" in refused.json()["detail"]
+
+    forced = client.post(f"/api/v1/tasks/{task['id']}/retry", json={"force": True})
+    assert forced.status_code == 200, forced.text
+    rerun = forced.json()
+    assert (rerun["status"], rerun["completed_at"], rerun["result"], rerun["error"]) == (
+        "queued", None, None, None
+    )  # fmt: skip
+    app_trail.run_pending()
+    done = client.get(f"/api/v1/tasks/{task['id']}").json()
+    assert (done["status"], done["attempts"], done["result"]) == ("completed", 2, {"x": 1})

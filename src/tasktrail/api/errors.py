@@ -2,13 +2,16 @@
 own routes (``ApiRoute``), so mounting the API changes nothing in the rest of your app.
 
 ``TaskNotFound`` and ``UnknownTask`` → 404, ``InvalidTransition`` → 409 (naming the task's
-current status), ``InvalidInput`` and request validation errors → 422 (so is text with NUL
-characters, which PostgreSQL cannot store), a body over the limit → 413.
+current status), a failing stale probe → 500 (logged), ``InvalidInput`` and request
+validation errors → 422 (so is text with NUL characters, which PostgreSQL cannot store), a
+body over the limit → 413.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -18,6 +21,10 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from tasktrail.errors import InvalidInput, InvalidTransition, TaskNotFound, UnknownTask
+from tasktrail.staleness import ProbeFailed
+from tasktrail.text import MAX_JSON_DEPTH, contains_nul
+
+logger = logging.getLogger("tasktrail.api")
 
 #: Request bodies larger than this many bytes are refused with 413.
 DEFAULT_MAX_BODY_BYTES = 1_000_000
@@ -54,6 +61,9 @@ def for_exception(exc: Exception) -> JSONResponse | None:
         return error(404, f"{exc}; check the id (GET /api/v1/tasks lists tasks)")
     if isinstance(exc, InvalidTransition):
         return error(409, f"{exc} (current status: {exc.current})", current_status=exc.current)
+    if isinstance(exc, ProbeFailed):  # before InvalidInput: the server's fault, not the request's
+        logger.error("status check failed: %s", exc, exc_info=exc)
+        return error(500, f"{exc}; this is a fault in the server's stale probe, not in the request")
     if isinstance(exc, InvalidInput):
         return error(422, str(exc))
     return None
@@ -85,12 +95,28 @@ NUL_REFUSED = (
 
 def has_nul(value: object) -> bool:
     """Whether a string anywhere in ``value`` (JSON-like) contains a NUL character."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(has_nul(k) or has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(has_nul(v) for v in value)
+    return contains_nul(value)
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+DEPTH_REFUSED = (
+    f"JSON in the request nests objects and arrays more than {MAX_JSON_DEPTH} levels deep "
+    "inside its fields (such as params); send flatter data"
+)
+
+
+def body_too_deep(body: bytes) -> bool:
+    """Whether a JSON body nests more than ``MAX_JSON_DEPTH`` levels inside its top-level
+    object. Scanned as bytes, before any parser recurses into it: Python's JSON parser
+    fails on deep nesting with ``RecursionError``, and Pydantic cannot serialise such
+    values back out (every later answer holding them would fail)."""
+    depth = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub(b"", body)):
+        depth += 1 if bracket in b"[{" else -1
+        if depth > MAX_JSON_DEPTH + 1:
+            return True
     return False
 
 
@@ -128,6 +154,8 @@ class ApiRoute(APIRoute):
                     return error(413, f"request body is larger than {limit} bytes; send less")
                 # Starlette caches the body here; the handler then reads it from memory.
                 request._body = body
+            if body_too_deep(body):
+                return error(422, DEPTH_REFUSED)
             if request_has_nul(request, body):
                 return error(422, NUL_REFUSED)
             try:

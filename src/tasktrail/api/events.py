@@ -63,9 +63,18 @@ def resume_point(last_event_id: str | None, after: int | None) -> int | None:
     if last_event_id is None or not last_event_id.strip():
         return after
     value = last_event_id.strip()
-    if not value.isdigit() or int(value) > MAX_ID:
-        raise InvalidInput(f"Last-Event-ID must be an event id, got {value[:40]!r}")
+    if not is_event_id(value):
+        raise InvalidInput(
+            f"Last-Event-ID must be an event id (digits 0-9, at most {MAX_ID}), "
+            f"got {value[:40]!r}; send the id of the last event received, or no header"
+        )
     return int(value)
+
+
+def is_event_id(text: str) -> bool:
+    """Whether ``text`` is an event id: ASCII digits only (``str.isdigit`` also accepts
+    ``"²"`` and other digits ``int`` refuses), at most ``MAX_ID``."""
+    return text.isascii() and text.isdigit() and int(text) <= MAX_ID
 
 
 async def sse_stream(
@@ -182,8 +191,11 @@ def router(feed: Feed, *, token: str | None, route_class: type[ApiRoute] = ApiRo
 def _after(raw: str | None) -> int | None:
     if raw is None:
         return None
-    if not raw.isdigit() or int(raw) > MAX_ID:
-        raise InvalidInput(f"after must be an event id, got {raw[:40]!r}")
+    if not is_event_id(raw):
+        raise InvalidInput(
+            f"after must be an event id (digits 0-9, at most {MAX_ID}), got {raw[:40]!r}; "
+            "pass the id of the last event received"
+        )
     return int(raw)
 
 

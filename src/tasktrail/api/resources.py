@@ -11,7 +11,9 @@ from tasktrail.api.models import COMMON_ERRORS, LinkedTask, StatusCheckOut
 from tasktrail.trail import Trail
 
 ResourceType = Annotated[str, Path(max_length=100, description="The resource's type.")]
-ResourceId = Annotated[str, Path(max_length=200, description="The resource's id.")]
+ResourceId = Annotated[
+    str, Path(max_length=200, description="The resource's id; it may contain `/`.")
+]
 
 
 def router(trail: Trail, *, route_class: type[ApiRoute] = ApiRoute) -> APIRouter:
@@ -20,7 +22,7 @@ def router(trail: Trail, *, route_class: type[ApiRoute] = ApiRoute) -> APIRouter
         prefix="/resources", tags=["resources"], route_class=route_class, responses=COMMON_ERRORS
     )
 
-    @api.get("/{resource_type}/{resource_id}/tasks", response_model=list[LinkedTask])
+    @api.get("/{resource_type}/{resource_id:path}/tasks", response_model=list[LinkedTask])
     async def resource_tasks(
         resource_type: ResourceType,
         resource_id: ResourceId,
@@ -33,7 +35,7 @@ def router(trail: Trail, *, route_class: type[ApiRoute] = ApiRoute) -> APIRouter
         records = await trail.tasks_for_async(resource_type, resource_id, active=active)
         return [LinkedTask.of(r, role=r.role) for r in records]
 
-    @api.get("/{resource_type}/{resource_id}/status-check", response_model=StatusCheckOut)
+    @api.get("/{resource_type}/{resource_id:path}/status-check", response_model=StatusCheckOut)
     async def status_check(resource_type: ResourceType, resource_id: ResourceId) -> StatusCheckOut:
         """The active tasks linked to the resource, and the items the app's stale probe says
         are in progress that no active task covers (`stale_items`)."""

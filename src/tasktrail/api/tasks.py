@@ -22,6 +22,7 @@ from tasktrail.api.models import (
     TaskStatus,
 )
 from tasktrail.errors import InvalidInput
+from tasktrail.ids import is_task_id
 from tasktrail.records import Link
 from tasktrail.states import Status
 from tasktrail.trail import Trail
@@ -87,6 +88,11 @@ def router(trail: Trail, *, route_class: type[ApiRoute] = ApiRoute) -> APIRouter
         """Tasks newest first, filtered, one page at a time."""
         if (resource_type is None) != (resource_id is None):
             raise InvalidInput("give resource_type and resource_id together, or neither")
+        if cursor is not None and not is_task_id(cursor):
+            raise InvalidInput(
+                f"cursor must be the next_cursor of a previous page (a task id), got "
+                f"{cursor[:40]!r}; leave it out for the first page"
+            )
         resource = None if resource_type is None or resource_id is None else (
             resource_type, resource_id
         )  # fmt: skip
