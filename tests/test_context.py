@@ -160,12 +160,16 @@ def test_progress_outside_0_to_100_is_refused_and_fails_the_run(trail: Trail, ba
 
 def test_bad_log_and_item_input_is_refused_with_a_clear_error(trail: Trail) -> None:
     errors: list[str] = []
+    deep: list[object] = []
+    for _ in range(5_000):  # deeper than json.dumps can recurse
+        deep = [deep]
 
     @trail.task("careless")
     def careless(ctx: TaskContext) -> None:
         for call in (
             lambda: ctx.log("loud", "x"),
             lambda: ctx.log("info", "x", {"when": object()}),
+            lambda: ctx.log("info", "x", deep),
             lambda: list(ctx.items(["a", "a"])),
             lambda: list(ctx.items(["", "b"])),
         ):
@@ -178,8 +182,9 @@ def test_bad_log_and_item_input_is_refused_with_a_clear_error(trail: Trail) -> N
     assert trail.get(task.id).status is Status.COMPLETED
     assert errors[0].startswith("log level must be one of")
     assert "JSON-serialisable" in errors[1]
-    assert "given twice" in errors[2]
-    assert "non-empty" in errors[3]
+    assert "levels deep" in errors[2]
+    assert "given twice" in errors[3]
+    assert "non-empty" in errors[4]
     assert trail.items(task.id) == []
     assert [e.type for e in trail.events(task.id)] == ["transition"] * 3
 

@@ -16,7 +16,7 @@ from tasktrail.errors import InvalidInput, RunSuperseded, TaskCancelled
 from tasktrail.records import TaskRecord
 from tasktrail.states import ItemStatus
 from tasktrail.store import Store
-from tasktrail.text import refuse_nul, storable
+from tasktrail.text import refuse_nul, refuse_too_deep, storable
 
 LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
 MAX_STEP_LENGTH = 200
@@ -59,7 +59,9 @@ def check_step(step: object) -> str | None:
 
 
 def check_json(value: object, what: str) -> None:
-    """``InvalidInput`` unless ``value`` can be stored as JSON."""
+    """``InvalidInput`` unless ``value`` can be stored as JSON (and read back: no NUL
+    characters, no nesting deeper than ``MAX_JSON_DEPTH``)."""
+    refuse_too_deep(value, what)  # first: json.dumps recurses
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:

@@ -25,7 +25,7 @@ from tasktrail.registry import Registry, TaskDefinition
 from tasktrail.retries import DoNotRetry, backoff_delay, should_retry
 from tasktrail.states import BACK_OFF, CANCEL, COMPLETE, FAIL, PARTIAL_FAIL
 from tasktrail.store import Store
-from tasktrail.text import refuse_too_deep, storable
+from tasktrail.text import storable
 
 logger = logging.getLogger("tasktrail.runner")
 _FAILED_KEYS_SHOWN = 5
@@ -117,7 +117,6 @@ class Runner:
             return self._transition(task, CANCEL, message="cancelled while running")
         if error is None:
             try:
-                refuse_too_deep(outcome.value, "the task's result")
                 check_json(outcome.value, "the task's result")
             except InvalidInput as not_json:
                 error = DoNotRetry(str(not_json))
@@ -175,7 +174,6 @@ class Runner:
         data: dict[str, Any] = {"attempt": task.attempts}
         if outcome.error is None:
             try:
-                refuse_too_deep(outcome.value, "result")
                 check_json(outcome.value, "result")
                 data["result"] = outcome.value
             except InvalidInput:

@@ -13,7 +13,7 @@ from tasktrail.records import Link
 from tasktrail.registry import TaskDefinition
 from tasktrail.states import initial_status
 from tasktrail.store import NewTask
-from tasktrail.text import refuse_nul, refuse_too_deep
+from tasktrail.text import refuse_nul
 
 MAX_ATTEMPTS_LIMIT = 1000
 MAX_DEDUPE_KEY_LENGTH = 300
@@ -39,7 +39,6 @@ def new_task(
     params = {} if params is None else params
     if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
         raise InvalidInput("params must be a JSON object (a dict with string keys)")
-    refuse_too_deep(params, "params")  # first: json.dumps recurses
     check_json(params, "params")
     definition.check_params(params)
     return NewTask(
