@@ -150,6 +150,18 @@ def charts_of(html: str, queue: str) -> tuple[list[tuple[float, str]], list[tupl
     )
 
 
+def test_a_resource_id_with_slashes_has_its_page(web_trail: Trail, parked: httpx.Client) -> None:
+    task = web_trail.submit("web.echo", {}, links=[Link("document", "docs/a.md", role="index")])
+    page_html = parked.get(f"/tasks/{task.id}").text
+    link = re.search(r'href="([^"]*/resources/document/[^"]*)"', page_html)
+    assert link is not None
+
+    for url in (link.group(1), "/resources/document/docs%2Fa.md"):
+        answer = parked.get(url)
+        assert answer.status_code == 200, url
+        assert rows(answer.text) == [task.id]
+
+
 def test_the_resource_page_pages_by_keyset(web_trail: Trail, parked: httpx.Client) -> None:
     linked = [
         web_trail.submit("web.echo", {}, links=[Link("roadmap", "r 2", role="bulk")], run=False).id

@@ -257,7 +257,7 @@ def router(trail: Trail, feed: Feed, *, token: str | None, root: str = "") -> AP
             raise HTTPException(409, str(exc)) from None
         return RedirectResponse(f"{root}/tasks/{task_id}", status_code=303)
 
-    @web.get("/resources/{resource_type}/{resource_id}")
+    @web.get("/resources/{resource_type}/{resource_id:path}")
     def resource_page(
         request: Request, resource_type: str, resource_id: str, cursor: CursorParam = None
     ) -> Response:
