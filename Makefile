@@ -36,6 +36,12 @@ bench: install
 bench-dashboard: install
 	$(BIN)/python -m benchmarks.dashboard
 
+## 1,000 SSE subscribers of one server: delivery latency, memory, on SQLite and PostgreSQL.
+.PHONY: bench-sse
+bench-sse: install
+	$(BIN)/python -m benchmarks.sse_fanout --database sqlite
+	$(BIN)/python -m benchmarks.sse_fanout --database postgresql
+
 ## Against Procrastinate, and at scale, in a virtualenv of their own (see benchmarks/README.md).
 PEERS := benchmarks/.venv-peers
 $(PEERS)/.installed: pyproject.toml
