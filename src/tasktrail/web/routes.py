@@ -4,12 +4,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 import jinja2
-from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -37,6 +38,29 @@ NameParam = Annotated[str | None, Query(max_length=200)]
 QueueParam = Annotated[str | None, Query(max_length=100)]
 ResourceParam = Annotated[str | None, Query(max_length=301)]
 CursorParam = Annotated[str | None, Query(max_length=64)]
+
+
+@dataclass(frozen=True)
+class TaskFilters:
+    """The tasks page's filters; None where unset."""
+
+    status: str | None = None
+    name: str | None = None
+    queue: str | None = None
+    resource: str | None = None
+
+
+def task_filters(
+    status: StatusParam = None,
+    name: NameParam = None,
+    queue: QueueParam = None,
+    resource: ResourceParam = None,
+) -> TaskFilters:
+    """The filters of a tasks page request; an empty field counts as unset."""
+    return TaskFilters(status or None, name or None, queue or None, resource or None)
+
+
+Filters = Annotated[TaskFilters, Depends(task_filters)]
 #: What an inline SVG chart covers on the overview page.
 CHART_WINDOW = timedelta(hours=1)
 CHART_BUCKETS = 12
@@ -111,23 +135,10 @@ def router(trail: Trail, feed: Feed, *, token: str | None, root: str = "") -> AP
         response.delete_cookie(auth.SESSION_COOKIE, path=cookie_path)
         return response
 
-    def tasks_view(
-        status: str | None,
-        name: str | None,
-        queue: str | None,
-        resource: str | None,
-        cursor: str | None,
-        *,
-        rows: bool = True,
-    ) -> dict[str, Any]:
+    def tasks_view(chosen: TaskFilters, cursor: str | None, *, rows: bool = True) -> dict[str, Any]:
         """What the tasks page and its fragments show for these filters and page (without
         reading the page's tasks when ``rows`` is false)."""
-        filters = {
-            "status": status or None,
-            "name": name or None,
-            "queue": queue or None,
-            "resource": resource or None,
-        }
+        filters = asdict(chosen)
         try:
             pair = _resource(filters["resource"])
             listing = Page(items=(), next_cursor=None)
@@ -164,49 +175,29 @@ def router(trail: Trail, feed: Feed, *, token: str | None, root: str = "") -> AP
         }
 
     @web.get("/")
-    def tasks_page(
-        request: Request,
-        status: StatusParam = None,
-        name: NameParam = None,
-        queue: QueueParam = None,
-        resource: ResourceParam = None,
-        cursor: CursorParam = None,
-    ) -> Response:
+    def tasks_page(request: Request, filters: Filters, cursor: CursorParam = None) -> Response:
         if (redirect := login_first(request)) is not None:
             return redirect
         # Read the cursor first: the stream then resumes right after what this page shows.
         last = trail.store.last_event_id()
-        view = tasks_view(status, name, queue, resource, cursor)
+        view = tasks_view(filters, cursor)
         return page(request, "tasks.html", stream=f"{root}/stream?after={last}", **view)
 
     @web.get("/fragments/rows")
-    def rows_fragment(
-        request: Request,
-        status: StatusParam = None,
-        name: NameParam = None,
-        queue: QueueParam = None,
-        resource: ResourceParam = None,
-        cursor: CursorParam = None,
-    ) -> Response:
+    def rows_fragment(request: Request, filters: Filters, cursor: CursorParam = None) -> Response:
         """The tasks page's table rows, fetched again by htmx when the stream reports a
         change: new matching tasks appear, ones that stopped matching leave."""
         if not auth.is_logged_in(request, token):
             raise HTTPException(401, "log in first")
-        view = tasks_view(status, name, queue, resource, cursor)
+        view = tasks_view(filters, cursor)
         return page(request, "_rows.html", **view)
 
     @web.get("/fragments/counts")
-    def counts_fragment(
-        request: Request,
-        status: StatusParam = None,
-        name: NameParam = None,
-        queue: QueueParam = None,
-        resource: ResourceParam = None,
-    ) -> Response:
+    def counts_fragment(request: Request, filters: Filters) -> Response:
         """The tasks page's counts per status, fetched again like the rows."""
         if not auth.is_logged_in(request, token):
             raise HTTPException(401, "log in first")
-        view = tasks_view(status, name, queue, resource, None, rows=False)
+        view = tasks_view(filters, None, rows=False)
         return page(request, "_counts.html", **view)
 
     @web.get("/tasks/{task_id}")
