@@ -35,6 +35,12 @@ def test_bars_scale_to_the_largest_value_or_to_a_given_top() -> None:
     assert [b.height for b in present.bars([0, 0], ["a", "b"])] == [0, 0]
 
 
+def test_counts_past_the_cap_show_a_plus() -> None:
+    assert present.count_label(0, 10_000) == "0"
+    assert present.count_label(10_000, 10_000) == "10,000"
+    assert present.count_label(10_001, 10_000) == "10,000+"
+
+
 def test_failure_rates_and_ages() -> None:
     assert present.failure_rates([3, 0, 0], [1, 2, 0]) == [25.0, 100.0, 0.0]
     assert [present.age(s) for s in (-1, 42, 185, 7800)] == ["0s", "42s", "3m 05s", "2h 10m"]

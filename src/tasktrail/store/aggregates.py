@@ -74,11 +74,18 @@ class AggregateQueries:
         name: str | None = None,
         queue: str | None = None,
         resource: tuple[str, str] | None = None,
+        cap: int | None = None,
     ) -> dict[Status, int]:
-        """How many tasks matching the filters are in each status (absent: none)."""
+        """How many tasks matching the filters are in each status (absent: none). With
+        ``cap``, each count is exact up to ``cap``; ``cap + 1`` stands for "more than
+        ``cap``", which keeps the count cheap however many tasks there are."""
         with self.reading() as c:
-            rows = c.execute(q.status_counts(name=name, queue=queue, resource=resource))
-            return {Status(status): int(count) for status, count in rows.tuples()}
+            if cap is None:
+                rows = c.execute(q.status_counts(name=name, queue=queue, resource=resource))
+                return {Status(status): int(count) for status, count in rows.tuples()}
+            statement = q.capped_status_counts(name=name, queue=queue, resource=resource, cap=cap)
+            row = c.execute(statement).one()
+        return {status: int(count) for status, count in zip(Status, row, strict=True) if count}
 
     def queue_status_counts(self) -> dict[tuple[str, Status], int]:
         """How many tasks are in each (queue, status) pair that has any."""

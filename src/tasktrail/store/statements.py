@@ -446,11 +446,13 @@ def _transition_name() -> sa.ColumnElement[str]:
     return name
 
 
-def status_counts(
-    *, name: str | None, queue: str | None, resource: tuple[str, str] | None
+def _filtered(
+    statement: sa.Select[Any],
+    *,
+    name: str | None,
+    queue: str | None,
+    resource: tuple[str, str] | None,
 ) -> sa.Select[Any]:
-    """``(status, count)`` of the tasks matching the filters (every status)."""
-    statement = sa.select(tasks.c.status, sa.func.count()).select_from(tasks)
     if resource is not None:
         statement = statement.join(links, links.c.task_id == tasks.c.id).where(
             links.c.resource_type == resource[0], links.c.resource_id == resource[1]
@@ -459,7 +461,31 @@ def status_counts(
         statement = statement.where(tasks.c.name == name)
     if queue is not None:
         statement = statement.where(tasks.c.queue == queue)
+    return statement
+
+
+def status_counts(
+    *, name: str | None, queue: str | None, resource: tuple[str, str] | None
+) -> sa.Select[Any]:
+    """``(status, count)`` of the tasks matching the filters (every status)."""
+    statement = sa.select(tasks.c.status, sa.func.count()).select_from(tasks)
+    statement = _filtered(statement, name=name, queue=queue, resource=resource)
     return statement.group_by(tasks.c.status)
+
+
+def capped_status_counts(
+    *, name: str | None, queue: str | None, resource: tuple[str, str] | None, cap: int
+) -> sa.Select[Any]:
+    """One row: for each status in ``Status`` order, how many tasks matching the filters
+    it has, counted up to ``cap + 1`` only (so each count is a short index scan)."""
+
+    def counted(status: Status) -> sa.ScalarSelect[Any]:
+        matching = sa.select(sa.literal(1)).select_from(tasks)
+        matching = _filtered(matching, name=name, queue=queue, resource=resource)
+        matching = matching.where(tasks.c.status == status.value).limit(cap + 1)
+        return sa.select(sa.func.count()).select_from(matching.subquery()).scalar_subquery()
+
+    return sa.select(*(counted(status) for status in Status))
 
 
 def queue_status_counts() -> sa.Select[Any]:

@@ -12,6 +12,11 @@ from tasktrail.records import TaskRecord
 from tasktrail.states import CANCEL, Status, retry_transition
 
 
+def count_label(count: int, cap: int) -> str:
+    """A count as the dashboard shows it: ``"1,234"``, or ``"10,000+"`` past ``cap``."""
+    return f"{cap:,}+" if count > cap else f"{count:,}"
+
+
 def pretty_json(value: Any) -> str:
     """``value`` as indented JSON text (the template escapes it)."""
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)

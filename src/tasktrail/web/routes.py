@@ -38,6 +38,9 @@ NameParam = Annotated[str | None, Query(max_length=200)]
 QueueParam = Annotated[str | None, Query(max_length=100)]
 ResourceParam = Annotated[str | None, Query(max_length=301)]
 CursorParam = Annotated[str | None, Query(max_length=64)]
+#: Status counts on the tasks page stop at this many (shown as "10,000+"): counting every
+#: row of a million-task table on each render would cost more than the page itself.
+COUNT_CAP = 10_000
 
 
 @dataclass(frozen=True)
@@ -154,8 +157,10 @@ def router(trail: Trail, feed: Feed, *, token: str | None, root: str = "") -> AP
         except InvalidInput as exc:
             raise HTTPException(422, str(exc)) from None
         counts = trail.store.status_counts(
-            name=filters["name"], queue=filters["queue"], resource=pair
+            name=filters["name"], queue=filters["queue"], resource=pair, cap=COUNT_CAP
         )
+        shown = sum(min(count, COUNT_CAP) for count in counts.values())
+        capped = any(count > COUNT_CAP for count in counts.values())
         query = {k: v for k, v in filters.items() if v is not None}
         kept = {k: v for k, v in query.items() if k != "status"}
         here = {**query, **({"cursor": cursor} if cursor else {})}
@@ -164,8 +169,8 @@ def router(trail: Trail, feed: Feed, *, token: str | None, root: str = "") -> AP
             next_url = f"{root}/?{urlencode({**query, 'cursor': listing.next_cursor})}"
         return {
             "tasks": listing.items,
-            "counts": [(s, counts.get(s, 0)) for s in Status],
-            "total": sum(counts.values()),
+            "counts": [(s, present.count_label(counts.get(s, 0), COUNT_CAP)) for s in Status],
+            "total": f"{shown:,}" + ("+" if capped else ""),
             "filters": filters,
             "status_url": lambda s: f"{root}/?{urlencode({**kept, 'status': s})}",
             "next_url": next_url,
