@@ -55,6 +55,11 @@ INSERT INTO tasktrail_links (task_id, resource_type, resource_id, role, created_
 SELECT lpad(to_hex(n), 26, '0'), 'roadmap', 'r' || (n / 100), 'creation', now()
 FROM generate_series(1, %(tasks)s) AS n
 """
+# Links carry their task's activity, as the store keeps it.
+FILL_ACTIVE_LINKS = """
+UPDATE tasktrail_links SET active = true WHERE task_id IN
+    (SELECT id FROM tasktrail_tasks WHERE status IN ('queued', 'scheduled', 'running'))
+"""
 FILL_EVENTS = """
 INSERT INTO tasktrail_events (task_id, type, from_status, to_status, progress, step,
     message, data, actor, created_at)
@@ -88,7 +93,7 @@ def fill(url: str) -> None:
     engine = sa.create_engine(url)
     values = {"tasks": TASKS, "events": EVENTS_PER_TASK}
     with engine.begin() as conn:
-        for statement in (FILL_TASKS, FILL_LINKS, FILL_EVENTS):
+        for statement in (FILL_TASKS, FILL_LINKS, FILL_ACTIVE_LINKS, FILL_EVENTS):
             conn.exec_driver_sql(statement, values)
         conn.exec_driver_sql("ANALYZE")
     engine.dispose()

@@ -80,3 +80,46 @@ def test_a_trail_refuses_an_unmigrated_database_unless_allowed(empty_database_ur
     with pytest.raises(SchemaNotReady, match="tasktrail db upgrade"):
         Trail(empty_database_url)
     Trail(empty_database_url, auto_migrate=True).close()
+
+
+def test_0002_marks_the_links_of_active_tasks_active(empty_database_url: str) -> None:
+    engine = create_engine(empty_database_url)
+    upgrade(engine, "0001")
+    old_tasks = sa.table(
+        "tasktrail_tasks",
+        *(sa.column(name) for name in ("id", "name", "params", "status", "created_at")),
+        sa.column("updated_at"),
+    )
+    old_links = sa.table(
+        "tasktrail_links",
+        *(sa.column(name) for name in ("task_id", "resource_type", "resource_id")),
+        sa.column("created_at"),
+    )
+    now = sa.text("'2026-11-24 12:00:00'")  # a literal each database reads as its time type
+    with engine.begin() as conn:
+        for task_id, status in (("t-running", "running"), ("t-done", "completed")):
+            conn.execute(
+                sa.insert(old_tasks).values(
+                    id=task_id,
+                    name="n",
+                    params=sa.text("'{}'"),
+                    status=status,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            conn.execute(
+                sa.insert(old_links).values(
+                    task_id=task_id,
+                    resource_type="roadmap",
+                    resource_id="r1",
+                    created_at=now,
+                )
+            )
+
+    upgrade(engine)
+
+    trail = Trail(engine=engine)
+    assert [t.id for t in trail.tasks_for("roadmap", "r1", active=True)] == ["t-running"]
+    assert [t.id for t in trail.tasks_for("roadmap", "r1", active=False)] == ["t-done"]
+    engine.dispose()

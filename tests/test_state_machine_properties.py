@@ -25,7 +25,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from tasktrail import InvalidTransition, RunSuperseded, Status, TaskContext, Trail
+from tasktrail import InvalidTransition, Link, RunSuperseded, Status, TaskContext, Trail
 from tasktrail.states import (
     BACK_OFF,
     CANCEL,
@@ -64,7 +64,9 @@ class TaskLifecycles(RuleBasedStateMachine):
 
     @rule(target=tasks, run=st.booleans())
     def submit(self, run: bool) -> str:
-        task = self.trail.submit("prop.noop", run=run, queue=self.queue)
+        task = self.trail.submit(
+            "prop.noop", run=run, queue=self.queue, links=[Link("lifecycle", self.queue)]
+        )
         self.last_seen[task.id] = task.status
         return task.id
 
@@ -143,6 +145,9 @@ class TaskLifecycles(RuleBasedStateMachine):
                 assert after.to_status is not None
                 assert is_allowed(after.from_status, after.to_status)
             self.last_seen[task_id] = status
+        # A resource's active tasks are read from its links: they must follow every change.
+        active = {t.id for t in self.trail.tasks_for("lifecycle", self.queue, active=True)}
+        assert active == {t for t, status in self.last_seen.items() if status.is_active}
 
 
 @pytest.mark.slow

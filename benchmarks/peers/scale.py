@@ -100,12 +100,18 @@ SELECT {SQLITE_ID}, CASE WHEN k IN (1, 5) THEN 'transition' ELSE 'progress' END,
 FROM s CROSS JOIN e ORDER BY g, k
 """
 
+# Links carry their task's activity, as the store keeps it (and migration 0002 backfills it).
+ACTIVE_LINKS = """
+UPDATE tasktrail_links SET active = true WHERE task_id IN
+  (SELECT id FROM tasktrail_tasks WHERE status IN ('queued', 'scheduled', 'running'))
+"""
+
 
 def fill(trail: Trail, n: int) -> float:
     """Insert ``n`` generated tasks with their links and events; seconds it took."""
     sqlite = trail.engine.dialect.name == "sqlite"
-    statements = (SQLITE_TASKS, SQLITE_LINKS, SQLITE_EVENTS) if sqlite else (
-        PG_TASKS, PG_LINKS, PG_EVENTS)  # fmt: skip
+    statements = (SQLITE_TASKS, SQLITE_LINKS, SQLITE_EVENTS, ACTIVE_LINKS) if sqlite else (
+        PG_TASKS, PG_LINKS, PG_EVENTS, ACTIVE_LINKS)  # fmt: skip
     params = {"n": n, "projects": max(n // 100, 1)}
     start = time.perf_counter()
     with trail.engine.begin() as conn:

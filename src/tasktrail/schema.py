@@ -94,7 +94,7 @@ tasks = sa.Table(
 # Keep these predicates equal to migration 0002's: autogenerate compares an index's
 # columns but not its WHERE clause.
 _QUEUED = sa.text("status = 'queued'")
-_ACTIVE = sa.text("status IN ('queued', 'scheduled', 'running')")
+_ACTIVE_LINK = sa.text("active")
 # Claiming reads the best queued task: the index holds only queued rows, in claim order.
 sa.Index(
     "ix_tasktrail_tasks_claim",
@@ -103,8 +103,6 @@ sa.Index(
     postgresql_where=_QUEUED,
     sqlite_where=_QUEUED,
 )
-# Active tasks of a resource: a small index however many finished tasks there are.
-sa.Index("ix_tasktrail_tasks_active", tasks.c.id, postgresql_where=_ACTIVE, sqlite_where=_ACTIVE)
 
 links = sa.Table(
     f"{PREFIX}links",
@@ -119,7 +117,19 @@ links = sa.Table(
     sa.Column("resource_id", sa.String(200), primary_key=True),
     sa.Column("role", sa.String(100)),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # Whether the task is queued, scheduled or running: kept by the store in the same
+    # transaction as every status change that crosses that line.
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index(None, "resource_type", "resource_id", "task_id"),
+)
+# A resource's active tasks: a small index however many finished tasks it has.
+sa.Index(
+    "ix_tasktrail_links_active",
+    links.c.resource_type,
+    links.c.resource_id,
+    links.c.task_id,
+    postgresql_where=_ACTIVE_LINK,
+    sqlite_where=_ACTIVE_LINK,
 )
 
 events = sa.Table(

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
 from tasktrail.schema import UTCDateTime, events, items, links, tasks
-from tasktrail.states import ACTIVE, INCREMENT, NOW, TERMINAL, ItemStatus, Status, Transition
+from tasktrail.states import INCREMENT, NOW, TERMINAL, ItemStatus, Status, Transition
 
 
 def insert_ignoring_conflicts(
@@ -310,21 +310,26 @@ def tasks_for(
 
     Ordered by the link's ``task_id`` (equal to the task's id) so that the links index
     (resource_type, resource_id, task_id) yields the newest first and a limit stops early.
+    Activity is read from the link (kept equal to the task's), so the active tasks of a
+    resource come from a partial index of active links, however many finished ones it has.
     """
     statement = (
         sa.select(tasks, links.c.role.label("link_role"))
         .join(links, links.c.task_id == tasks.c.id)
         .where(links.c.resource_type == resource_type, links.c.resource_id == resource_id)
     )
-    active_values = [s.value for s in ACTIVE]
-    if active is True:
-        statement = statement.where(tasks.c.status.in_(active_values))
-    elif active is False:
-        statement = statement.where(tasks.c.status.not_in(active_values))
+    if active is not None:
+        statement = statement.where(links.c.active.is_(active))
     if before_id is not None:
         statement = statement.where(links.c.task_id < before_id)
     statement = statement.order_by(links.c.task_id.desc())
     return statement if limit is None else statement.limit(limit)
+
+
+def set_links_active(task_id: str, active: bool) -> sa.Update:
+    """Mark every link of a task active or not: part of a status change that crosses
+    between active (queued, scheduled, running) and not."""
+    return sa.update(links).where(links.c.task_id == task_id).values(active=active)
 
 
 def links_of(task_ids: Collection[str]) -> sa.Select[Any]:

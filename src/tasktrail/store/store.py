@@ -179,7 +179,7 @@ class Store(AggregateQueries):
                     ).one()
                     record = self._with_links(c, [TaskRecord.from_row(existing._mapping)])[0]
                     return record.evolve(deduplicated=True)
-            self._add_links(c, new.id, new.links, now)
+            self._add_links(c, new.id, new.links, now, active=new.status.is_active)
             self._event(
                 c,
                 task_id=new.id,
@@ -201,12 +201,19 @@ class Store(AggregateQueries):
     ) -> TaskRecord:
         """Link an existing task to more resources; links it already has are kept as they are."""
         with self.writing(conn) as c:
-            self._get(c, task_id)
-            self._add_links(c, task_id, new_links, self.clock())
+            # Locked, so that a status change cannot slip between reading and linking.
+            current = self._lock(c, task_id)
+            self._add_links(c, task_id, new_links, self.clock(), active=current.status.is_active)
             return self._get(c, task_id)
 
     def _add_links(
-        self, conn: Connection, task_id: str, new_links: Sequence[Link], now: datetime
+        self,
+        conn: Connection,
+        task_id: str,
+        new_links: Sequence[Link],
+        now: datetime,
+        *,
+        active: bool,
     ) -> None:
         if not new_links:
             return
@@ -217,6 +224,7 @@ class Store(AggregateQueries):
                 "resource_id": link.id,
                 "role": link.role,
                 "created_at": now,
+                "active": active,
             }
             for link in new_links
         ]
@@ -300,6 +308,8 @@ class Store(AggregateQueries):
         if row is None:  # pragma: no cover - the row lock makes this unreachable
             raise InvalidTransition(current.id, transition.name, current.status.value)
         updated = TaskRecord.from_row(row._mapping)
+        if updated.status.is_active != current.status.is_active:
+            conn.execute(q.set_links_active(current.id, updated.status.is_active))
         self._event(
             conn,
             task_id=current.id,

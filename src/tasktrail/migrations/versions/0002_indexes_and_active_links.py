@@ -1,4 +1,5 @@
-"""Indexes for filtered task pages, claiming and a resource's active tasks.
+"""Indexes for filtered task pages and claiming; links know whether their task is active,
+so a resource's active tasks are found without visiting its finished ones.
 
 Revision ID: 0002
 Revises: 0001
@@ -16,7 +17,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 QUEUED = sa.text("status = 'queued'")
-ACTIVE = sa.text("status IN ('queued', 'scheduled', 'running')")
+ACTIVE_LINK = sa.text("active")
 
 
 def upgrade() -> None:
@@ -29,18 +30,30 @@ def upgrade() -> None:
         postgresql_where=QUEUED,
         sqlite_where=QUEUED,
     )
+    op.add_column(
+        "tasktrail_links",
+        sa.Column("active", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
+    op.execute(
+        sa.text(
+            "UPDATE tasktrail_links SET active = :yes WHERE task_id IN (SELECT id FROM "
+            "tasktrail_tasks WHERE status IN ('queued', 'scheduled', 'running'))"
+        ).bindparams(yes=True)
+    )
     op.create_index(
-        "ix_tasktrail_tasks_active",
-        "tasktrail_tasks",
-        ["id"],
-        postgresql_where=ACTIVE,
-        sqlite_where=ACTIVE,
+        "ix_tasktrail_links_active",
+        "tasktrail_links",
+        ["resource_type", "resource_id", "task_id"],
+        postgresql_where=ACTIVE_LINK,
+        sqlite_where=ACTIVE_LINK,
     )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_tasktrail_links_active", table_name="tasktrail_links")
+    with op.batch_alter_table("tasktrail_links") as batch:
+        batch.drop_column("active")
     for index in (
-        "ix_tasktrail_tasks_active",
         "ix_tasktrail_tasks_claim",
         "ix_tasktrail_tasks_queue_id",
         "ix_tasktrail_tasks_status_id",
