@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
 from tasktrail import InvalidInput, ItemStatus, Status, TaskContext, Trail
 
@@ -24,6 +25,32 @@ def test_ten_thousand_progress_calls_write_few_rows_and_the_last_value_lands(
     assert progress_events[-1].progress == 99.5
     done = trail.get(task.id)
     assert done.status is Status.COMPLETED and done.progress == 100
+
+
+def test_with_interval_zero_every_step_is_stored_and_flushing_nothing_costs_nothing(
+    trail: Trail,
+) -> None:
+    transactions_in_flush: list[int] = []
+
+    @trail.task("every.step", progress_interval=0)
+    def every_step(ctx: TaskContext) -> None:
+        for step, percent in (("one", 33.0), ("two", 66.0), ("three", 100.0)):
+            ctx.progress(percent, step)
+        begun: list[sa.Connection] = []
+        count = begun.append  # one object, so that it can be removed again
+        sa.event.listen(trail.engine, "begin", count)
+        try:
+            ctx.flush()  # nothing pending: no transaction, no cancel check
+        finally:
+            sa.event.remove(trail.engine, "begin", count)
+        transactions_in_flush.append(len(begun))
+
+    task = trail.submit("every.step")
+    trail.run_pending()
+
+    steps = [e.step for e in trail.events(task.id) if e.type == "progress"]
+    assert steps == ["one", "two", "three"]
+    assert transactions_in_flush == [0]
 
 
 def test_ten_thousand_reports_with_new_steps_write_a_handful_and_the_last_lands(

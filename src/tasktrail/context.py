@@ -132,9 +132,11 @@ class TaskContext:
         self._raise_if_cancelled()
 
     def flush(self) -> None:
-        """Store any progress not written yet."""
+        """Store any progress not written yet; without any, touch nothing (the run's end is
+        checked against the task by the transition that records it)."""
         with self._lock:
-            self._flush_locked(time.monotonic())
+            if self._pending is not None and self._pending != self._written:
+                self._flush_locked(time.monotonic())
 
     def _flush_locked(self, now: float, *, always_contact: bool = False) -> None:
         pending = self._pending
