@@ -62,15 +62,16 @@ def new_task(
 def _links(links: Iterable[Link] | None) -> tuple[Link, ...]:
     if links is None:
         return ()
+    not_links = InvalidInput("links must be a list of tasktrail.Link")
     if isinstance(links, str | bytes):
-        raise InvalidInput("links must be a list of tasktrail.Link")
+        raise not_links
     try:
         # Read once: a generator checked and then iterated again would come back empty.
         given = tuple(links)
     except TypeError:
-        raise InvalidInput("links must be a list of tasktrail.Link") from None
+        raise not_links from None
     if not all(isinstance(link, Link) for link in given):
-        raise InvalidInput("links must be a list of tasktrail.Link")
+        raise not_links
     unique: dict[tuple[str, str], Link] = {}
     for link in given:
         unique.setdefault((link.type, link.id), link)

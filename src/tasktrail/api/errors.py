@@ -93,11 +93,6 @@ NUL_REFUSED = (
 )
 
 
-def has_nul(value: object) -> bool:
-    """Whether a string anywhere in ``value`` (JSON-like) contains a NUL character."""
-    return contains_nul(value)
-
-
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _JSON_BRACKET = re.compile(rb"[\[\]{}]")
 
@@ -122,15 +117,18 @@ def body_too_deep(body: bytes) -> bool:
 
 def request_has_nul(request: Request, body: bytes) -> bool:
     """Whether the path, the query or the JSON body carries a NUL character."""
-    if has_nul(list(request.path_params.values())):
+    if contains_nul(list(request.path_params.values())):
         return True
-    if any(has_nul(key) or has_nul(value) for key, value in request.query_params.multi_items()):
+    if any(
+        contains_nul(key) or contains_nul(value)
+        for key, value in request.query_params.multi_items()
+    ):
         return True
     if b"\x00" in body:
         return True
     if b"u0000" in body:  # only then is it worth parsing: a JSON escape may hide one
         try:
-            return has_nul(json.loads(body))
+            return contains_nul(json.loads(body))
         except ValueError:
             return False  # not JSON: validation will say so
     return False

@@ -19,12 +19,13 @@ from fastapi import APIRouter, Header, Query, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.websockets import WebSocketDisconnect
 
-from tasktrail.api.errors import NUL_REFUSED, ApiRoute, has_nul
+from tasktrail.api.errors import NUL_REFUSED, ApiRoute
 from tasktrail.api.models import COMMON_ERRORS, ErrorOut, Event
 from tasktrail.api.security import UNAUTHORIZED, is_authorized
 from tasktrail.errors import InvalidInput
 from tasktrail.feed import Feed
 from tasktrail.records import EventRecord
+from tasktrail.text import contains_nul
 
 MAX_ID = 2**62
 SSE_RETRY_MS = 2000
@@ -171,7 +172,7 @@ def router(feed: Feed, *, token: str | None, route_class: type[ApiRoute] = ApiRo
             await _deny(websocket, 401, UNAUTHORIZED)
             return
         query = websocket.query_params
-        if any(has_nul(key) or has_nul(value) for key, value in query.multi_items()):
+        if any(contains_nul(key) or contains_nul(value) for key, value in query.multi_items()):
             await _deny(websocket, 422, NUL_REFUSED)
             return
         try:
