@@ -132,9 +132,9 @@ def queries(trail: Trail, n: int) -> dict[str, Callable[[random.Random], object]
 
     def claim(_rng: random.Random) -> object:
         now = datetime.now(UTC)
-        values = q.resolve_changes(changes(CLAIM, worker="bench"), now)
+        claim = q.claim_next(None, None, changes(CLAIM, worker="bench"), now)
         with trail.engine.connect() as conn, conn.begin() as tx:
-            row = conn.execute(q.claim_next(None, "bench", values, now)).first()
+            row = conn.execute(claim.statement, claim.params).first()
             tx.rollback()  # measure the claim, keep the queue as it is
         return row
 

@@ -23,7 +23,7 @@ from tasktrail.errors import InvalidInput, InvalidTransition, RunSuperseded, Tas
 from tasktrail.records import TaskRecord
 from tasktrail.registry import Registry, TaskDefinition
 from tasktrail.retries import DoNotRetry, backoff_delay, should_retry
-from tasktrail.states import BACK_OFF, CANCEL, COMPLETE, FAIL, PARTIAL_FAIL
+from tasktrail.states import BACK_OFF, CANCEL, FAIL, PARTIAL_FAIL
 from tasktrail.store import Store
 from tasktrail.text import storable
 
@@ -125,9 +125,11 @@ class Runner:
         return self._record_failure(task, error, details=_error_details(error))
 
     def _record_return(self, task: TaskRecord, result: Any) -> TaskRecord:
+        completed = self.store.complete_run(task.id, task.attempts, result, actor=self.worker)
+        if completed is not None:
+            return completed
+        # Some items failed: a partial failure, or a failure when all of them did.
         counts = self.store.item_counts(task.id)
-        if counts.failed == 0:
-            return self._transition(task, COMPLETE, result=result)
         keys = self.store.failed_item_keys(task.id, _FAILED_KEYS_SHOWN)
         shown = ", ".join(keys) + (", …" if counts.failed > len(keys) else "")
         if counts.failed < counts.total:

@@ -33,8 +33,8 @@ from tasktrail.records import TaskRecord
 from tasktrail.runner import Runner
 from tasktrail.settings import heartbeat_settings, positive
 from tasktrail.states import CANCEL, REQUEUE, Status
+from tasktrail.store.channels import SCHEDULED_PAYLOAD
 from tasktrail.store.listen import QueueListener, listen_for_queued
-from tasktrail.store.store import SCHEDULED_PAYLOAD
 from tasktrail.trail import Trail
 
 logger = logging.getLogger("tasktrail.worker")

@@ -2,11 +2,13 @@
 
 SQLite: WAL (readers never block the writer), a generous busy timeout, foreign keys on, and
 ``BEGIN IMMEDIATE`` for write transactions so two writers queue up instead of one failing
-with "database is locked" when it upgrades a read lock. PostgreSQL: psycopg 3.
+with "database is locked" when it upgrades a read lock. PostgreSQL: psycopg 3, and a pooled
+connection that sat unused is checked before use (see ``ping_idle_connections``).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,6 +16,9 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 #: Execution option that marks a connection as about to write.
 WRITE = "tasktrail_write"
+#: Seconds a pooled connection may sit unused before it is checked at checkout.
+PING_AFTER_IDLE = 1.0
+_IDLE_SINCE = "tasktrail_idle_since"
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -25,13 +30,51 @@ def normalize_url(url: str | URL) -> URL:
     return parsed
 
 
-def create_engine(url: str | URL, **kwargs: Any) -> Engine:
-    """An engine for ``url``, configured for tasktrail's concurrency on that database."""
+def create_engine(
+    url: str | URL, *, ping_after_idle: float | None = PING_AFTER_IDLE, **kwargs: Any
+) -> Engine:
+    """An engine for ``url``, configured for tasktrail's concurrency on that database.
+
+    A server connection taken from the pool after ``ping_after_idle`` seconds unused is
+    checked first and, if the server closed it meanwhile (a restart, an idle timeout),
+    silently replaced (None: never checked; ``pool_pre_ping=True``: checked every time).
+    Other keyword arguments go to ``sqlalchemy.create_engine``.
+    """
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, **kwargs)
-    kwargs.setdefault("pool_pre_ping", True)
-    return sa.create_engine(parsed, **kwargs)
+    engine = sa.create_engine(parsed, **kwargs)
+    if ping_after_idle is not None and not kwargs.get("pool_pre_ping"):
+        ping_idle_connections(engine, ping_after_idle)
+    return engine
+
+
+def ping_idle_connections(engine: Engine, after: float) -> None:
+    """Check each connection that sat in ``engine``'s pool for ``after`` seconds or more
+    before handing it out, and replace it if the server has closed it.
+
+    SQLAlchemy's ``pool_pre_ping`` checks at every checkout: one more round trip per
+    transaction, on the worker's hottest path. A connection back from use a moment ago
+    needs none; one that waited out a server restart does. This is SQLAlchemy's documented
+    custom pessimistic check: a ``checkout`` listener that raises ``DisconnectionError``.
+    """
+
+    @sa.event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get(_IDLE_SINCE)
+        if idle_since is None or time.monotonic() - idle_since < after:
+            return  # new, or used a moment ago
+        dialect = engine.dialect
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi_connection, None):
+                raise sa.exc.DisconnectionError(str(error)) from error
+            raise
 
 
 def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:

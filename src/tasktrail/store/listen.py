@@ -1,9 +1,9 @@
 """Hearing, across processes, that tasks were queued: PostgreSQL ``LISTEN``.
 
 The store sends ``pg_notify('tasktrail_queued', <queue>)`` in the same transaction that
-queues a task (with an empty payload when a task becomes scheduled), and
-``pg_notify('tasktrail_events', <task id>)`` with every event row, so a listener hears them
-once that transaction commits (``listen_for_events`` serves the live event feed). SQLite has
+queues a task (with an empty payload when a task becomes scheduled), so a listener hears
+it once that transaction commits; and ``tasktrail_events`` once events have been committed
+(see ``hints``; ``listen_for_events`` serves the live event feed). SQLite has
 no such channel (nor do PostgreSQL drivers other than psycopg 3); there
 ``listen_for_queued`` returns None and workers poll.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from tasktrail.store.store import EVENTS_CHANNEL, QUEUED_CHANNEL, SCHEDULED_PAYLOAD
+from tasktrail.store.channels import EVENTS_CHANNEL, QUEUED_CHANNEL, SCHEDULED_PAYLOAD
 
 logger = logging.getLogger("tasktrail.listen")
 #: How long one wait for notifications lasts; bounds how late ``close`` is noticed.

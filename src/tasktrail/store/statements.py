@@ -6,7 +6,9 @@ Dialect differences live here too: ``dialect`` is ``"postgresql"`` or ``"sqlite"
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +16,60 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
 from tasktrail.schema import UTCDateTime, events, items, links, tasks
-from tasktrail.states import INCREMENT, NOW, TERMINAL, ItemStatus, Status, Transition
+from tasktrail.states import INCREMENT, TERMINAL, ItemStatus, Status, Transition
+from tasktrail.states import NOW as NOW_MARKER
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A statement built once and the parameters of one execution of it.
+
+    The hot statements are cached per shape: SQLAlchemy then compiles each once and
+    computes its cache key once, instead of rebuilding it on every call (which cost more
+    CPU than the database spent running it), and its text never changes, so psycopg
+    prepares it on the server after a few runs.
+    """
+
+    statement: sa.Executable
+    params: dict[str, Any]
+
+
+# Parameters are prefixed: SQLAlchemy makes a parameter named like a column of a table that
+# a statement UPDATEs (links.task_id, tasks.progress) a SET clause of that UPDATE.
+NOW = sa.bindparam("arg_now", type_=UTCDateTime())
+TASK_ID = sa.bindparam("arg_task_id", type_=sa.String())
+ATTEMPT = sa.bindparam("arg_attempt", type_=sa.Integer())
+
+#: How each column is set: ``(column, "now" | "increment" | "value")``, hashable.
+Shape = tuple[tuple[str, str], ...]
+
+
+def shape_of(changes: Mapping[str, Any]) -> tuple[Shape, dict[str, Any]]:
+    """The shape of a state machine's ``changes`` and the parameters of its values."""
+    shape: list[tuple[str, str]] = []
+    params: dict[str, Any] = {}
+    for column, value in sorted(changes.items()):
+        if value is NOW_MARKER:
+            shape.append((column, "now"))
+        elif value is INCREMENT:
+            shape.append((column, "increment"))
+        else:
+            shape.append((column, "value"))
+            params[f"set_{column}"] = value
+    return tuple(shape), params
+
+
+def set_clause(shape: Shape) -> dict[str, Any]:
+    """The SET clause of ``shape`` (its values are ``set_<column>`` parameters)."""
+    clause: dict[str, Any] = {}
+    for column, kind in shape:
+        if kind == "now":
+            clause[column] = NOW
+        elif kind == "increment":
+            clause[column] = tasks.c[column] + 1
+        else:
+            clause[column] = sa.bindparam(f"set_{column}", type_=tasks.c[column].type)
+    return clause
 
 
 def insert_ignoring_conflicts(
@@ -31,22 +86,14 @@ def insert_ignoring_conflicts(
     return lite.on_conflict_do_nothing(index_elements=list(conflict_columns))
 
 
-def lock_task(task_id: str) -> sa.Select[Any]:
+def lock_task(task_id: str) -> Bound:
     """Read one task, locking its row for the rest of the transaction (PostgreSQL)."""
-    return sa.select(tasks).where(tasks.c.id == task_id).with_for_update()
+    return Bound(_lock_task(), {"arg_task_id": task_id})
 
 
-def resolve_changes(changes: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-    """Replace the state machine's markers with values or SQL expressions."""
-    resolved: dict[str, Any] = {}
-    for column, value in changes.items():
-        if value is NOW:
-            resolved[column] = now
-        elif value is INCREMENT:
-            resolved[column] = tasks.c[column] + 1
-        else:
-            resolved[column] = value
-    return resolved
+@cache
+def _lock_task() -> sa.Select[Any]:
+    return sa.select(tasks).where(tasks.c.id == TASK_ID).with_for_update()
 
 
 def compare_and_set(
@@ -55,24 +102,32 @@ def compare_and_set(
     *,
     expected: Status,
     version: int,
-    values: Mapping[str, Any],
+    changes: Mapping[str, Any],
     now: datetime,
-) -> sa.Update:
-    """The guarded status change: it updates nothing unless the row is still as read."""
+) -> Bound:
+    """The guarded status change, setting the state machine's ``changes``: it updates
+    nothing unless the row is still as read."""
     assert transition.allows(expected)
+    shape, params = shape_of(changes)
+    params |= {"arg_task_id": task_id, "arg_version": version, "arg_now": now}
+    return Bound(_compare_and_set(transition, expected, shape), params)
+
+
+@cache
+def _compare_and_set(transition: Transition, expected: Status, shape: Shape) -> sa.Update:
     return (
         sa.update(tasks)
         .where(
-            tasks.c.id == task_id,
+            tasks.c.id == TASK_ID,
             tasks.c.status.in_([s.value for s in transition.sources]),
             tasks.c.status == expected.value,
-            tasks.c.version == version,
+            tasks.c.version == sa.bindparam("arg_version", type_=sa.Integer()),
         )
         .values(
             status=transition.target.value,
-            updated_at=now,
+            updated_at=NOW,
             version=tasks.c.version + 1,
-            **values,
+            **set_clause(shape),
         )
         .returning(*tasks.c)
     )
@@ -80,22 +135,33 @@ def compare_and_set(
 
 def claim_next(
     queues: Collection[str] | None,
-    worker: str,
-    values: Mapping[str, Any],
+    names: Collection[str] | None,
+    changes: Mapping[str, Any],
     now: datetime,
-    names: Collection[str] | None = None,
-) -> sa.Update:
-    """Move the next queued task (highest priority, then oldest) to running; only one
-    named in ``names``, when given.
+) -> Bound:
+    """Move the next queued task (highest priority, then oldest; of ``queues`` and
+    ``names`` when given) to running, setting the state machine's ``changes``.
 
     ``FOR UPDATE SKIP LOCKED`` makes concurrent claimers on PostgreSQL pass each other by;
     on SQLite the write lock of ``BEGIN IMMEDIATE`` serialises them.
     """
-    candidate = sa.select(tasks.c.id).where(tasks.c.status == Status.QUEUED.value)
+    shape, params = shape_of(changes)
+    params["arg_now"] = now
     if queues:
-        candidate = candidate.where(tasks.c.queue.in_(list(queues)))
+        params["arg_queues"] = list(queues)
     if names is not None:
-        candidate = candidate.where(tasks.c.name.in_(list(names)))
+        params["arg_names"] = list(names)
+    return Bound(claim_next_statement(bool(queues), names is not None, shape), params)
+
+
+@cache
+def claim_next_statement(by_queue: bool, by_name: bool, shape: Shape) -> sa.Update:
+    """``claim_next``'s statement (its parameters: ``claim_next``)."""
+    candidate = sa.select(tasks.c.id).where(tasks.c.status == Status.QUEUED.value)
+    if by_queue:
+        candidate = candidate.where(tasks.c.queue.in_(sa.bindparam("arg_queues", expanding=True)))
+    if by_name:
+        candidate = candidate.where(tasks.c.name.in_(sa.bindparam("arg_names", expanding=True)))
     candidate = (
         candidate.order_by(tasks.c.priority.desc(), tasks.c.id)
         .limit(1)
@@ -103,15 +169,12 @@ def claim_next(
     )
     return (
         sa.update(tasks)
-        .where(
-            tasks.c.id == candidate.scalar_subquery(),
-            tasks.c.status == Status.QUEUED.value,
-        )
+        .where(tasks.c.id == candidate.scalar_subquery(), tasks.c.status == Status.QUEUED.value)
         .values(
             status=Status.RUNNING.value,
-            updated_at=now,
+            updated_at=NOW,
             version=tasks.c.version + 1,
-            **values,
+            **set_clause(shape),
         )
         .returning(*tasks.c)
     )
@@ -130,50 +193,30 @@ def due_scheduled(now: datetime, limit: int) -> sa.Select[Any]:
 
 def record_progress(
     task_id: str, attempt: int, progress: float, step: str | None, now: datetime
-) -> sa.Update:
+) -> Bound:
     """Store progress for the run ``attempt`` of a task; matches nothing if the run is over."""
+    params = {"arg_task_id": task_id, "arg_attempt": attempt, "arg_progress": progress,
+              "arg_step": step, "arg_now": now}  # fmt: skip
+    return Bound(record_progress_statement(), params)
+
+
+@cache
+def record_progress_statement() -> sa.Update:
+    """``record_progress``'s statement (its parameters: ``record_progress``)."""
     return (
         sa.update(tasks)
         .where(
-            tasks.c.id == task_id,
+            tasks.c.id == TASK_ID,
             tasks.c.status == Status.RUNNING.value,
-            tasks.c.attempts == attempt,
+            tasks.c.attempts == ATTEMPT,
         )
-        .values(progress=progress, current_step=step, updated_at=now)
-        .returning(tasks.c.cancel_requested_at)
+        .values(
+            progress=sa.bindparam("arg_progress", type_=sa.Float()),
+            current_step=sa.bindparam("arg_step", type_=sa.String()),
+            updated_at=NOW,
+        )
+        .returning(tasks.c.id, tasks.c.cancel_requested_at)
     )
-
-
-def record_progress_with_event(
-    task_id: str,
-    attempt: int,
-    progress: float,
-    step: str | None,
-    now: datetime,
-    *,
-    actor: str | None,
-    channel: str,
-) -> sa.Select[Any]:
-    """PostgreSQL only: ``record_progress``, its ``progress`` event and the event's NOTIFY
-    on ``channel`` in one statement (data-modifying CTEs). One row with the task's
-    ``cancel_requested_at`` while run ``attempt`` owns the task; no row, and nothing
-    written, once the run is over."""
-    updated = record_progress(task_id, attempt, progress, step, now).cte("updated")
-    event = sa.select(
-        sa.literal(task_id, sa.String),
-        sa.literal("progress", sa.String),
-        sa.literal(progress, sa.Float),
-        sa.literal(step, sa.String),
-        sa.literal(actor, sa.String),
-        sa.literal(now, UTCDateTime()),
-    ).select_from(updated)
-    columns = ["task_id", "type", "progress", "step", "actor", "created_at"]
-    inserted = (
-        sa.insert(events).from_select(columns, event).returning(events.c.task_id).cte("inserted")
-    )
-    return sa.select(
-        updated.c.cancel_requested_at, sa.func.pg_notify(channel, inserted.c.task_id)
-    ).select_from(updated.join(inserted, sa.true()))
 
 
 def run_state(task_id: str) -> sa.Select[Any]:
@@ -195,26 +238,22 @@ def insert_event(
     message: str | None = None,
     data: Any = None,
     actor: str | None = None,
-) -> Insert:
+) -> Bound:
     """One event row."""
-    return sa.insert(events).values(
-        task_id=task_id,
-        type=type,
-        from_status=from_status.value if from_status else None,
-        to_status=to_status.value if to_status else None,
-        progress=progress,
-        step=step,
-        message=message,
-        data=data,
-        actor=actor,
-        created_at=now,
-    )
+    values = {"task_id": task_id, "type": type,
+              "from_status": from_status.value if from_status else None,
+              "to_status": to_status.value if to_status else None, "progress": progress,
+              "step": step, "message": message, "data": data, "actor": actor,
+              "created_at": now}  # fmt: skip
+    return Bound(_insert_event(), {f"event_{column}": v for column, v in values.items()})
 
 
-def notify_of_event(channel: str) -> sa.ColumnElement[Any]:
-    """A RETURNING expression that sends the inserted event's task id on ``channel``
-    (PostgreSQL; delivered when the transaction commits)."""
-    return sa.func.pg_notify(channel, events.c.task_id)
+@cache
+def _insert_event() -> Insert:
+    columns = ["task_id", "type", "from_status", "to_status", "progress", "step", "message",
+               "data", "actor", "created_at"]  # fmt: skip
+    values = {name: sa.bindparam(f"event_{name}", type_=events.c[name].type) for name in columns}
+    return sa.insert(events).values(values)
 
 
 def owned_by_run(task_id: str, attempt: int) -> sa.Exists:
@@ -260,6 +299,18 @@ def item_counts(task_id: str) -> sa.Select[Any]:
         .where(items.c.task_id == task_id)
         .group_by(items.c.status)
     )
+
+
+def any_item_failed(task_id: str) -> Bound:
+    """Whether any item of one task failed."""
+    return Bound(any_item_failed_statement(), {"arg_task_id": task_id})
+
+
+@cache
+def any_item_failed_statement() -> sa.Select[Any]:
+    """``any_item_failed``'s statement (its parameter: ``arg_task_id``)."""
+    failed = items.c.task_id == TASK_ID, items.c.status == ItemStatus.FAILED.value
+    return sa.select(sa.exists().where(*failed))
 
 
 def failed_item_keys(task_id: str, limit: int) -> sa.Select[Any]:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,10 +29,11 @@ from tasktrail.records import (
     TaskRecord,
 )
 from tasktrail.retries import backoff_delay
-from tasktrail.schema import items, links, tasks
+from tasktrail.schema import events, items, links, tasks
 from tasktrail.states import (
     CANCEL,
     CLAIM,
+    COMPLETE,
     DUE,
     LOSE_FAIL,
     LOSE_RETRY,
@@ -41,22 +43,67 @@ from tasktrail.states import (
     changes,
     retry_transition,
 )
+from tasktrail.store import run_statements as pg
 from tasktrail.store import statements as q
 from tasktrail.store.aggregates import AggregateQueries
+from tasktrail.store.channels import EVENTS_CHANNEL, QUEUED_CHANNEL, SCHEDULED_PAYLOAD
 from tasktrail.store.engine import WRITE
+from tasktrail.store.hints import EventHints
+from tasktrail.store.listen import can_listen, connector
 
-EVENTS_CHANNEL = "tasktrail_events"
-QUEUED_CHANNEL = "tasktrail_queued"
-#: Sent on ``QUEUED_CHANNEL`` when a task becomes scheduled. No queue is named "", so every
-#: listener takes it as "look again, at when scheduled tasks fall due too".
-SCHEDULED_PAYLOAD = ""
 #: ``Connection.info`` key: this transaction wrote at least one event row.
 _WROTE_EVENTS = "tasktrail_wrote_events"
+#: ``Connection.info`` key, while the store uses a connection of its own (not the caller's).
+_OWN = "tasktrail_own_connection"
 
 
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
+
+
+def _notices(
+    status: Status | None,
+    task_id: sa.ColumnElement[Any],
+    queue: sa.ColumnElement[Any] | None,
+    *,
+    events: bool,
+) -> list[sa.ColumnElement[Any]]:
+    """The NOTIFYs (PostgreSQL) sent with an event of ``task_id`` that moved it to
+    ``status``: the queue's name when it became queued; the scheduled payload when it
+    became scheduled; with ``events``, the events channel (for writes in the caller's
+    transaction, which only the database sees commit: see ``hints``)."""
+    notices: list[sa.ColumnElement[Any]] = []
+    if events:
+        notices.append(sa.func.pg_notify(EVENTS_CHANNEL, task_id))
+    if status is Status.QUEUED and queue is not None:
+        notices.append(sa.func.pg_notify(QUEUED_CHANNEL, queue))
+    elif status is Status.SCHEDULED:
+        notices.append(sa.func.pg_notify(QUEUED_CHANNEL, SCHEDULED_PAYLOAD))
+    return notices
+
+
+@cache
+def _notify_for(status: Status | None, *, events: bool = False) -> pg.Notify:
+    """``_notices`` for events moving tasks to ``status``, for ``run_statements``' builders
+    (one function per arguments: they cache statements by it)."""
+    return lambda task_id, queue: _notices(status, task_id, queue, events=events)
+
+
+def _link_rows(
+    task_id: str, new_links: Sequence[Link], now: datetime, *, active: bool
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "task_id": task_id,
+            "resource_type": link.type,
+            "resource_id": link.id,
+            "role": link.role,
+            "created_at": now,
+            "active": active,
+        }
+        for link in new_links
+    ]
 
 
 @dataclass(frozen=True)
@@ -85,6 +132,7 @@ class Store(AggregateQueries):
         self.dialect = engine.dialect.name
         self.clock = clock
         self._event_listeners: list[Callable[[], None]] = []
+        self._hints = EventHints(connector(engine)) if can_listen(engine) else None
 
     def on_events(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener()`` (from the writing thread) after each transaction of this store
@@ -105,15 +153,46 @@ class Store(AggregateQueries):
         if conn is not None:
             yield conn
             return
-        with self.engine.connect() as own:
+        with self.engine.connect() as own, self._owning(own):
             own.execution_options(**{WRITE: True})
-            own.info.pop(_WROTE_EVENTS, None)
             with own.begin():
                 yield own
             wrote_events = own.info.pop(_WROTE_EVENTS, False)
         if wrote_events:
-            for listener in list(self._event_listeners):
-                listener()
+            self._tell_event_listeners()
+
+    @contextmanager
+    def _one_statement(self, conn: Connection | None = None) -> Iterator[Connection]:
+        """A connection for a write that is one statement (PostgreSQL): ``conn`` itself,
+        or a new one in autocommit mode, where the statement is its own transaction and
+        costs one round trip (no ``BEGIN``, no ``COMMIT``)."""
+        if conn is not None:
+            yield conn
+            return
+        with self.engine.connect() as own, self._owning(own):
+            own.execution_options(isolation_level="AUTOCOMMIT")
+            yield own
+            wrote_events = own.info.pop(_WROTE_EVENTS, False)
+        if wrote_events:
+            self._tell_event_listeners()
+
+    @staticmethod
+    @contextmanager
+    def _owning(conn: Connection) -> Iterator[None]:
+        # info outlives the checkout (it belongs to the pooled connection): clear both marks
+        # so that a caller who gets this connection later is not taken for the store.
+        conn.info.pop(_WROTE_EVENTS, None)
+        conn.info[_OWN] = True
+        try:
+            yield
+        finally:
+            conn.info.pop(_OWN, None)
+
+    def _tell_event_listeners(self) -> None:
+        if self._hints is not None:
+            self._hints.committed()
+        for listener in list(self._event_listeners):
+            listener()
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -124,17 +203,19 @@ class Store(AggregateQueries):
     def _event(self, conn: Connection, **values: Any) -> None:
         status: Status | None = values.get("to_status")
         queue: str | None = values.pop("queue", None)
-        statement = q.insert_event(now=values.pop("now", None) or self.clock(), **values)
+        bound = q.insert_event(now=values.pop("now", None) or self.clock(), **values)
+        statement = bound.statement
+        assert isinstance(statement, sa.Insert)
         if self.dialect == "postgresql":
             # NOTIFYs ride on the INSERT: one round trip per event, not two or three. They
             # are transactional: listeners hear them only if and when this commits.
-            notices = [q.notify_of_event(EVENTS_CHANNEL)]
-            if status is Status.QUEUED and queue is not None:
-                notices.append(sa.func.pg_notify(QUEUED_CHANNEL, queue))
-            elif status is Status.SCHEDULED:
-                notices.append(sa.func.pg_notify(QUEUED_CHANNEL, SCHEDULED_PAYLOAD))
-            statement = statement.returning(*notices)
-        conn.execute(statement)
+            queue_value = None if queue is None else sa.literal(queue, sa.String)
+            notices = _notices(
+                status, events.c.task_id, queue_value, events=not conn.info.get(_OWN)
+            )
+            if notices:
+                statement = statement.returning(*notices)
+        conn.execute(statement, bound.params)
         conn.info[_WROTE_EVENTS] = True
 
     # -- creating -----------------------------------------------------------------------
@@ -167,6 +248,8 @@ class Store(AggregateQueries):
             "queued_at": now if new.status is Status.QUEUED else None,
             "version": 1,
         }
+        if self.dialect == "postgresql":
+            return self._insert_task_at_once(new, row, actor=actor, conn=conn)
         with self.writing(conn) as c:
             inserted: sa.Row[Any] | None
             if new.dedupe_key is None:
@@ -196,6 +279,38 @@ class Store(AggregateQueries):
             record = TaskRecord.from_row(inserted._mapping)
             return self._with_links(c, [record])[0] if new.links else record
 
+    def _insert_task_at_once(
+        self,
+        new: NewTask,
+        row: dict[str, Any],
+        *,
+        actor: str | None,
+        conn: Connection | None,
+    ) -> TaskRecord:
+        now = row["created_at"]
+        link_rows = _link_rows(new.id, new.links, now, active=new.status.is_active)
+        bound = pg.insert_task(
+            row,
+            link_rows,
+            message="submitted",
+            data={"transition": "submit"},
+            actor=actor,
+            notify=_notify_for(new.status, events=conn is not None),
+            dedupe=new.dedupe_key is not None,
+        )
+        with self._one_statement(conn) as c:
+            inserted = c.execute(bound.statement, bound.params).one_or_none()
+            if inserted is not None:
+                c.info[_WROTE_EVENTS] = True
+                # Links as stored: the first of each resource, in links_of's order.
+                stored = {(r["resource_type"], r["resource_id"]): r for r in reversed(link_rows)}
+                kept = [stored[key] for key in sorted(stored)]
+                record = TaskRecord.from_row(inserted._mapping)
+                return record.evolve(links=tuple(LinkRecord.from_row(r) for r in kept))
+            existing = c.execute(sa.select(tasks).where(tasks.c.dedupe_key == new.dedupe_key)).one()
+            record = self._with_links(c, [TaskRecord.from_row(existing._mapping)])[0]
+            return record.evolve(deduplicated=True)
+
     def add_links(
         self, task_id: str, new_links: Sequence[Link], *, conn: Connection | None = None
     ) -> TaskRecord:
@@ -215,19 +330,9 @@ class Store(AggregateQueries):
         *,
         active: bool,
     ) -> None:
-        if not new_links:
+        rows = _link_rows(task_id, new_links, now, active=active)
+        if not rows:
             return
-        rows = [
-            {
-                "task_id": task_id,
-                "resource_type": link.type,
-                "resource_id": link.id,
-                "role": link.role,
-                "created_at": now,
-                "active": active,
-            }
-            for link in new_links
-        ]
         conn.execute(
             q.insert_ignoring_conflicts(
                 links, self.dialect, rows, ["task_id", "resource_type", "resource_id"]
@@ -259,6 +364,13 @@ class Store(AggregateQueries):
         """
         values = changes(transition, error=error, result=result, run_after=run_after,
                          worker=worker)  # fmt: skip
+        if attempt is not None and conn is None and self.dialect == "postgresql":
+            ended = self._end_run_at_once(
+                task_id, attempt, transition, values, actor=actor, message=message, data=data
+            )
+            if ended is not None:
+                return ended
+            # Nothing was written: the locking path below says why.
         with self.writing(conn) as c:
             current = self._lock(c, task_id)
             self._check(current, transition, attempt)
@@ -266,8 +378,66 @@ class Store(AggregateQueries):
                 c, current, transition, values, actor=actor, message=message, data=data
             )
 
+    def complete_run(
+        self, task_id: str, attempt: int, result: Any, *, actor: str | None = None
+    ) -> TaskRecord | None:
+        """Complete run ``attempt`` of a task with ``result`` — unless one of the task's
+        items failed: then nothing is written and None comes back, for the caller to decide
+        how the run ended. ``RunSuperseded`` when the run no longer owns the task."""
+        values = changes(COMPLETE, result=result)
+        if self.dialect == "postgresql":
+            completed = self._end_run_at_once(
+                task_id, attempt, COMPLETE, values, actor=actor, message=None, data=None,
+                unless_items_failed=True,
+            )  # fmt: skip
+            if completed is not None:
+                return completed
+        with self.writing() as c:
+            current = self._lock(c, task_id)
+            self._check(current, COMPLETE, attempt)
+            failed = q.any_item_failed(task_id)
+            if c.execute(failed.statement, failed.params).scalar():
+                return None
+            return self._apply(c, current, COMPLETE, values, actor=actor, message=None, data=None)
+
+    def _end_run_at_once(
+        self,
+        task_id: str,
+        attempt: int,
+        transition: Transition,
+        values: dict[str, Any],
+        *,
+        actor: str | None,
+        message: str | None,
+        data: dict[str, Any] | None,
+        unless_items_failed: bool = False,
+    ) -> TaskRecord | None:
+        """PostgreSQL: end a run by ``transition`` in one statement; None when its guard
+        (the run still owns the task, no failed items if asked) did not hold."""
+        if not transition.allows(Status.RUNNING):
+            return None
+        bound = pg.end_run(
+            task_id,
+            attempt,
+            transition,
+            values,
+            self.clock(),
+            message=message,
+            data={"transition": transition.name, **(data or {})},
+            actor=actor,
+            notify=_notify_for(transition.target),
+            unless_items_failed=unless_items_failed,
+        )
+        with self._one_statement() as c:
+            row = c.execute(bound.statement, bound.params).one_or_none()
+            if row is None:
+                return None
+            c.info[_WROTE_EVENTS] = True
+            return TaskRecord.from_row(row._mapping)
+
     def _lock(self, conn: Connection, task_id: str) -> TaskRecord:
-        row = conn.execute(q.lock_task(task_id)).one_or_none()
+        lock = q.lock_task(task_id)
+        row = conn.execute(lock.statement, lock.params).one_or_none()
         if row is None:
             raise TaskNotFound(task_id)
         return TaskRecord.from_row(row._mapping)
@@ -296,15 +466,15 @@ class Store(AggregateQueries):
         data: dict[str, Any] | None,
     ) -> TaskRecord:
         now = self.clock()
-        statement = q.compare_and_set(
+        cas = q.compare_and_set(
             current.id,
             transition,
             expected=current.status,
             version=current.version,
-            values=q.resolve_changes(values, now),
+            changes=values,
             now=now,
         )
-        row = conn.execute(statement).one_or_none()
+        row = conn.execute(cas.statement, cas.params).one_or_none()
         if row is None:  # pragma: no cover - the row lock makes this unreachable
             raise InvalidTransition(current.id, transition.name, current.status.value)
         updated = TaskRecord.from_row(row._mapping)
@@ -337,9 +507,20 @@ class Store(AggregateQueries):
         """Move the next queued task to running for ``worker``; None when none is queued.
         With ``names``, only a task of one of those names is taken."""
         now = self.clock()
-        values = q.resolve_changes(changes(CLAIM, worker=worker), now)
+        if self.dialect == "postgresql":
+            bound = pg.claim_next(
+                queues, names, changes(CLAIM, worker=worker), now,
+                actor=actor or worker, notify=_notify_for(Status.RUNNING),
+            )  # fmt: skip
+            with self._one_statement() as c:
+                row = c.execute(bound.statement, bound.params).one_or_none()
+                if row is None:
+                    return None
+                c.info[_WROTE_EVENTS] = True
+                return TaskRecord.from_row(row._mapping)
+        claim = q.claim_next(queues, names, changes(CLAIM, worker=worker), now)
         with self.writing() as c:
-            row = c.execute(q.claim_next(queues, worker, values, now, names)).one_or_none()
+            row = c.execute(claim.statement, claim.params).one_or_none()
             if row is None:
                 return None
             claimed = TaskRecord.from_row(row._mapping)
@@ -594,17 +775,17 @@ class Store(AggregateQueries):
         Raises ``RunSuperseded`` when run ``attempt`` no longer owns the task.
         """
         now = self.clock()
-        with self.writing() as c:
-            if self.dialect == "postgresql":  # one statement instead of three
-                statement = q.record_progress_with_event(
-                    task_id, attempt, progress, step, now, actor=actor, channel=EVENTS_CHANNEL
-                )
-                row = c.execute(statement).one_or_none()
+        if self.dialect == "postgresql":  # one statement instead of three
+            bound = pg.record_progress(task_id, attempt, progress, step, now, actor=actor)
+            with self._one_statement() as c:
+                row = c.execute(bound.statement, bound.params).one_or_none()
                 if row is None:
                     raise self._superseded(c, task_id, attempt)
                 c.info[_WROTE_EVENTS] = True
                 return row.cancel_requested_at is not None
-            row = c.execute(q.record_progress(task_id, attempt, progress, step, now)).one_or_none()
+        with self.writing() as c:
+            progress_update = q.record_progress(task_id, attempt, progress, step, now)
+            row = c.execute(progress_update.statement, progress_update.params).one_or_none()
             if row is None:
                 raise self._superseded(c, task_id, attempt)
             self._event(

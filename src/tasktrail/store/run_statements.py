@@ -1,0 +1,311 @@
+"""PostgreSQL: each write of a task's life — submit, claim, progress, end of a run — as one
+statement, built once and run with new parameters. Nothing here executes anything.
+
+Why one statement: data-modifying CTEs change the task, its links and write its event (and
+the event's NOTIFYs) together, so in autocommit mode the statement is a transaction by
+itself. That is one round trip instead of ``BEGIN``, a locking read, two or three writes
+and ``COMMIT``, and the compare-and-set lives in the ``UPDATE``'s ``WHERE``, which
+PostgreSQL re-checks on the locked row.
+
+Why built once: each builder is cached per shape, so SQLAlchemy compiles it once and its
+cache key is computed once, instead of rebuilding a CTE of every column on every call; and
+its text never changes, so psycopg prepares it on the server after a few runs.
+
+Each statement returns the task's new row, or no row when its guard did not hold; then
+nothing was written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from tasktrail.schema import JSONType, events, items, links, tasks
+from tasktrail.states import CLAIM, ItemStatus, Status, Transition
+from tasktrail.store.statements import (
+    ATTEMPT,
+    NOW,
+    TASK_ID,
+    Bound,
+    Shape,
+    claim_next_statement,
+    record_progress_statement,
+    set_clause,
+    shape_of,
+)
+
+#: Builds an event's NOTIFY expressions from its task id and the task's queue. Must be the
+#: same object for the same notices (statements are cached by it).
+Notify = Callable[[sa.ColumnElement[Any], sa.ColumnElement[Any]], list[sa.ColumnElement[Any]]]
+
+
+_EVENT_COLUMNS = ["task_id", "type", "from_status", "to_status", "progress", "step", "message",
+                  "data", "actor", "created_at"]  # fmt: skip
+_ACTOR = sa.bindparam("arg_actor", type_=sa.String())
+
+
+def _with_transition_event(
+    changed: sa.CTE,
+    *,
+    from_status: Status | None,
+    message: sa.ColumnElement[Any],
+    data: sa.ColumnElement[Any],
+    notify: Notify,
+) -> sa.Select[Any]:
+    """The changed task's row, once its ``transition`` event row is written."""
+    event = sa.select(
+        changed.c.id,
+        sa.literal("transition", sa.String),
+        sa.literal(from_status.value if from_status else None, sa.String),
+        changed.c.status,
+        changed.c.progress,
+        changed.c.current_step,
+        message,
+        data,
+        _ACTOR,
+        NOW,
+    )
+    inserted = (
+        sa.insert(events)
+        .from_select(_EVENT_COLUMNS, event)
+        .returning(events.c.task_id)
+        .cte("inserted_event")
+    )
+    return sa.select(changed, *notify(inserted.c.task_id, changed.c.queue)).select_from(
+        changed.join(inserted, changed.c.id == inserted.c.task_id)
+    )
+
+
+# -- submit -------------------------------------------------------------------------------
+
+
+def insert_task(
+    row: Mapping[str, Any],
+    link_rows: Sequence[Mapping[str, Any]],
+    *,
+    message: str,
+    data: dict[str, Any],
+    actor: str | None,
+    notify: Notify,
+    dedupe: bool,
+) -> Bound:
+    """A new task, its links (the first of each resource in ``link_rows``) and its
+    creation event. With ``dedupe``, nothing at all is written (and no row comes back)
+    when the task's ``dedupe_key`` is taken."""
+    link_rows = list({(r["resource_type"], r["resource_id"]): r for r in reversed(link_rows)}
+                     .values())  # fmt: skip
+    params = {f"new_{column}": value for column, value in row.items()}
+    params |= {
+        "arg_now": row["created_at"],
+        "arg_actor": actor,
+        "arg_message": message,
+        "arg_data": data,
+    }
+    params |= {
+        "arg_link_types": [link["resource_type"] for link in link_rows],
+        "arg_link_ids": [link["resource_id"] for link in link_rows],
+        "arg_link_roles": [link["role"] for link in link_rows],
+        "arg_link_active": link_rows[0]["active"] if link_rows else False,
+    }
+    return Bound(_insert_task(tuple(row), notify, dedupe, bool(link_rows)), params)
+
+
+@cache
+def _insert_task(
+    columns: tuple[str, ...], notify: Notify, dedupe: bool, with_links: bool
+) -> sa.Select[Any]:
+    values = {column: sa.bindparam(f"new_{column}", type_=tasks.c[column].type)
+              for column in columns}  # fmt: skip
+    if dedupe:
+        # SQLAlchemy 2.0 compiles PostgreSQL's INSERT … ON CONFLICT anew at every run (it
+        # has no cache key), so only a submit with a dedupe_key pays for it.
+        on_conflict = postgresql.insert(tasks).values(values)
+        new_task: sa.Insert = on_conflict.on_conflict_do_nothing(index_elements=["dedupe_key"])
+    else:
+        new_task = sa.insert(tasks).values(values)
+    inserted = new_task.returning(*tasks.c).cte("inserted_task")
+    statement = _with_transition_event(
+        inserted,
+        from_status=None,
+        message=sa.bindparam("arg_message", type_=sa.Text()),
+        data=sa.bindparam("arg_data", type_=JSONType),
+        notify=notify,
+    )
+    if not with_links:
+        return statement
+    text_array = postgresql.ARRAY(sa.String())
+    given = (
+        sa.func.unnest(
+            sa.bindparam("arg_link_types", type_=text_array),
+            sa.bindparam("arg_link_ids", type_=text_array),
+            sa.bindparam("arg_link_roles", type_=text_array),
+        )
+        .table_valued("resource_type", "resource_id", "role", name="given_links")
+        .render_derived()
+    )
+    linked = (  # a new task has no links yet, and link_rows holds each resource once
+        sa.insert(links)
+        .from_select(
+            ["task_id", "resource_type", "resource_id", "role", "created_at", "active"],
+            sa.select(
+                inserted.c.id,
+                given.c.resource_type,
+                given.c.resource_id,
+                given.c.role,
+                NOW,
+                sa.bindparam("arg_link_active", type_=sa.Boolean()),
+            ).select_from(inserted.join(given, sa.true())),
+        )
+        .cte("inserted_links")
+    )
+    return statement.add_cte(linked)
+
+
+# -- claim --------------------------------------------------------------------------------
+
+
+def claim_next(
+    queues: Collection[str] | None,
+    names: Collection[str] | None,
+    changes: Mapping[str, Any],
+    now: datetime,
+    *,
+    actor: str,
+    notify: Notify,
+) -> Bound:
+    """Move the next queued task (highest priority, then oldest; of ``queues`` and
+    ``names`` when given) to running, with its claim event ("attempt N of M").
+
+    ``FOR UPDATE SKIP LOCKED`` makes concurrent claimers pass each other by."""
+    shape, params = shape_of(changes)
+    params |= {"arg_now": now, "arg_actor": actor}
+    if queues:
+        params["arg_queues"] = list(queues)
+    if names is not None:
+        params["arg_names"] = list(names)
+    return Bound(_claim_next(bool(queues), names is not None, shape, notify), params)
+
+
+@cache
+def _claim_next(by_queue: bool, by_name: bool, shape: Shape, notify: Notify) -> sa.Select[Any]:
+    claimed = claim_next_statement(by_queue, by_name, shape).cte("claimed")
+    return _with_transition_event(
+        claimed,
+        from_status=Status.QUEUED,
+        message=sa.func.format("attempt %s of %s", claimed.c.attempts, claimed.c.max_attempts),
+        data=sa.func.jsonb_build_object("transition", CLAIM.name, "attempt", claimed.c.attempts),
+        notify=notify,
+    )
+
+
+# -- while running ------------------------------------------------------------------------
+
+
+def record_progress(
+    task_id: str,
+    attempt: int,
+    progress: float,
+    step: str | None,
+    now: datetime,
+    *,
+    actor: str | None,
+) -> Bound:
+    """Store run ``attempt``'s progress with its ``progress`` event. One row, the task's
+    ``cancel_requested_at``, while the run owns the task."""
+    params = {"arg_task_id": task_id, "arg_attempt": attempt, "arg_progress": progress,
+              "arg_step": step, "arg_now": now, "arg_actor": actor}  # fmt: skip
+    return Bound(_record_progress(), params)
+
+
+@cache
+def _record_progress() -> sa.Select[Any]:
+    updated = record_progress_statement().cte("updated")
+    event = sa.select(
+        updated.c.id,
+        sa.literal("progress", sa.String),
+        sa.bindparam("arg_progress", type_=sa.Float()),
+        sa.bindparam("arg_step", type_=sa.String()),
+        _ACTOR,
+        NOW,
+    )
+    inserted = (
+        sa.insert(events)
+        .from_select(["task_id", "type", "progress", "step", "actor", "created_at"], event)
+        .returning(events.c.task_id)
+        .cte("inserted_event")
+    )
+    return sa.select(updated.c.cancel_requested_at).select_from(
+        updated.join(inserted, updated.c.id == inserted.c.task_id)
+    )
+
+
+# -- end of a run -------------------------------------------------------------------------
+
+
+def end_run(
+    task_id: str,
+    attempt: int,
+    transition: Transition,
+    changes: Mapping[str, Any],
+    now: datetime,
+    *,
+    message: str | None,
+    data: dict[str, Any],
+    actor: str | None,
+    notify: Notify,
+    unless_items_failed: bool = False,
+) -> Bound:
+    """End run ``attempt`` by ``transition`` (from running), with its event and the links'
+    ``active`` flag. Matches nothing unless run ``attempt`` still owns the task and, with
+    ``unless_items_failed``, none of its items failed."""
+    assert transition.allows(Status.RUNNING)
+    shape, params = shape_of(changes)
+    params |= {"arg_task_id": task_id, "arg_attempt": attempt, "arg_now": now, "arg_actor": actor,
+               "arg_message": message, "arg_data": data}  # fmt: skip
+    return Bound(_end_run(transition, shape, notify, unless_items_failed), params)
+
+
+@cache
+def _end_run(
+    transition: Transition, shape: Shape, notify: Notify, unless_items_failed: bool
+) -> sa.Select[Any]:
+    guard = [tasks.c.id == TASK_ID, tasks.c.status == Status.RUNNING.value,
+             tasks.c.attempts == ATTEMPT]  # fmt: skip
+    if unless_items_failed:
+        failed = sa.exists().where(
+            items.c.task_id == TASK_ID, items.c.status == ItemStatus.FAILED.value
+        )
+        guard.append(~failed)
+    ended = (
+        sa.update(tasks)
+        .where(*guard)
+        .values(
+            status=transition.target.value,
+            updated_at=NOW,
+            version=tasks.c.version + 1,
+            **set_clause(shape),
+        )
+        .returning(*tasks.c)
+        .cte("ended")
+    )
+    statement = _with_transition_event(
+        ended,
+        from_status=Status.RUNNING,
+        message=sa.bindparam("arg_message", type_=sa.Text()),
+        data=sa.bindparam("arg_data", type_=JSONType),
+        notify=notify,
+    )
+    if transition.target.is_active:
+        return statement
+    unlinked = (  # running is active: the links stop being so
+        sa.update(links)
+        .where(links.c.task_id.in_(sa.select(ended.c.id)))
+        .values(active=False)
+        .cte("unlinked")
+    )
+    return statement.add_cte(unlinked)
