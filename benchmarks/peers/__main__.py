@@ -122,6 +122,13 @@ def lifecycle_section() -> str:
         )
         text += ["", f"Overhead, tracked ÷ plain (PostgreSQL result backend): {overhead:.2f}x "
                      "the time per task (goal ≤ 1.3x)."]  # fmt: skip
+        redis = extra["Celery alone (Redis results)"]
+        against_celery = [
+            [f"{system} tasks/s ÷ Celery alone (Redis results) tasks/s",
+             f"{median(rounds, system, lambda f: f.tasks_per_s) / redis:.2f}"]
+            for system in ("tasktrail (postgresql)", "tasktrail (sqlite)")
+        ]  # fmt: skip
+        text += ["", markdown_or_print(["ratio against Celery + Redis", "value"], against_celery)]
     for key, unit in (("tasks/s", "tasks per second"), ("submit/s", "submits per second"),
                       ("commits/task", "commits per task")):  # fmt: skip
         column = headers.index(key)

@@ -43,6 +43,10 @@ def create_engine(
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, **kwargs)
+    # Reuse the connection used last: the others stay idle (and unpinged) instead of each
+    # being taken in turn and found idle for longer than ping_after_idle.
+    if "poolclass" not in kwargs:
+        kwargs.setdefault("pool_use_lifo", True)
     engine = sa.create_engine(parsed, **kwargs)
     if ping_after_idle is not None and not kwargs.get("pool_pre_ping"):
         ping_idle_connections(engine, ping_after_idle)
