@@ -207,8 +207,10 @@ class Store(AggregateQueries):
         statement = bound.statement
         assert isinstance(statement, sa.Insert)
         if self.dialect == "postgresql":
-            # NOTIFYs ride on the INSERT: one round trip per event, not two or three. They
-            # are transactional: listeners hear them only if and when this commits.
+            # Wake-ups ride on the INSERT (no extra round trip) and are transactional:
+            # listeners hear them only if and when this commits. The events channel is
+            # hinted after our own commits instead (see hints); in the caller's
+            # transaction we cannot see the commit, so it rides here too.
             queue_value = None if queue is None else sa.literal(queue, sa.String)
             notices = _notices(
                 status, events.c.task_id, queue_value, events=not conn.info.get(_OWN)
@@ -428,12 +430,17 @@ class Store(AggregateQueries):
             notify=_notify_for(transition.target),
             unless_items_failed=unless_items_failed,
         )
+        row = self._write_at_once(bound)
+        return None if row is None else TaskRecord.from_row(row._mapping)
+
+    def _write_at_once(self, bound: q.Bound) -> sa.Row[Any] | None:
+        """Run a one-statement write (PostgreSQL) in autocommit mode: its row, or None when
+        its guard did not hold and nothing was written."""
         with self._one_statement() as c:
             row = c.execute(bound.statement, bound.params).one_or_none()
-            if row is None:
-                return None
-            c.info[_WROTE_EVENTS] = True
-            return TaskRecord.from_row(row._mapping)
+            if row is not None:
+                c.info[_WROTE_EVENTS] = True
+            return row
 
     def _lock(self, conn: Connection, task_id: str) -> TaskRecord:
         lock = q.lock_task(task_id)
@@ -512,12 +519,8 @@ class Store(AggregateQueries):
                 queues, names, changes(CLAIM, worker=worker), now,
                 actor=actor or worker, notify=_notify_for(Status.RUNNING),
             )  # fmt: skip
-            with self._one_statement() as c:
-                row = c.execute(bound.statement, bound.params).one_or_none()
-                if row is None:
-                    return None
-                c.info[_WROTE_EVENTS] = True
-                return TaskRecord.from_row(row._mapping)
+            row = self._write_at_once(bound)
+            return None if row is None else TaskRecord.from_row(row._mapping)
         claim = q.claim_next(queues, names, changes(CLAIM, worker=worker), now)
         with self.writing() as c:
             row = c.execute(claim.statement, claim.params).one_or_none()
@@ -777,12 +780,10 @@ class Store(AggregateQueries):
         now = self.clock()
         if self.dialect == "postgresql":  # one statement instead of three
             bound = pg.record_progress(task_id, attempt, progress, step, now, actor=actor)
-            with self._one_statement() as c:
-                row = c.execute(bound.statement, bound.params).one_or_none()
-                if row is None:
+            if (row := self._write_at_once(bound)) is None:
+                with self.reading() as c:
                     raise self._superseded(c, task_id, attempt)
-                c.info[_WROTE_EVENTS] = True
-                return row.cancel_requested_at is not None
+            return row.cancel_requested_at is not None
         with self.writing() as c:
             progress_update = q.record_progress(task_id, attempt, progress, step, now)
             row = c.execute(progress_update.statement, progress_update.params).one_or_none()
