@@ -1,8 +1,10 @@
 """The store: the only code that executes SQL.
 
-Every status change is read-lock-compare-and-set plus its event row, in one transaction.
-Methods that write accept ``conn``: the caller's open transaction to join (transactional
-enqueue). Without it, the store opens, commits and closes its own.
+Every status change is a compare-and-set plus its event row, in one transaction: on
+PostgreSQL the writes of a run (submit, claim, progress, its end) are one statement each
+(``run_statements``), the others read-lock-compare-and-set. Methods that write accept
+``conn``: the caller's open transaction to join (transactional enqueue). Without it, the
+store opens, commits and closes its own.
 """
 
 from __future__ import annotations
