@@ -25,15 +25,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from tasktrail.schema import JSONType, events, items, links, tasks
-from tasktrail.states import CLAIM, ItemStatus, Status, Transition
+from tasktrail.schema import JSONType, events, links, tasks
+from tasktrail.states import CLAIM, Status, Transition
 from tasktrail.store.statements import (
     ATTEMPT,
+    EVENT_COLUMNS,
     NOW,
+    PROGRESS,
+    STEP,
     TASK_ID,
     Bound,
     Shape,
     claim_next_statement,
+    item_failed,
     record_progress_statement,
     set_clause,
     shape_of,
@@ -44,8 +48,6 @@ from tasktrail.store.statements import (
 Notify = Callable[[sa.ColumnElement[Any], sa.ColumnElement[Any]], list[sa.ColumnElement[Any]]]
 
 
-_EVENT_COLUMNS = ["task_id", "type", "from_status", "to_status", "progress", "step", "message",
-                  "data", "actor", "created_at"]  # fmt: skip
 _ACTOR = sa.bindparam("arg_actor", type_=sa.String())
 
 
@@ -72,7 +74,7 @@ def _with_transition_event(
     )
     inserted = (
         sa.insert(events)
-        .from_select(_EVENT_COLUMNS, event)
+        .from_select(list(EVENT_COLUMNS), event)
         .returning(events.c.task_id)
         .cte("inserted_event")
     )
@@ -94,11 +96,9 @@ def insert_task(
     notify: Notify,
     dedupe: bool,
 ) -> Bound:
-    """A new task, its links (the first of each resource in ``link_rows``) and its
-    creation event. With ``dedupe``, nothing at all is written (and no row comes back)
-    when the task's ``dedupe_key`` is taken."""
-    link_rows = list({(r["resource_type"], r["resource_id"]): r for r in reversed(link_rows)}
-                     .values())  # fmt: skip
+    """A new task, its links (``link_rows``, one per resource) and its creation event.
+    With ``dedupe``, nothing at all is written (and no row comes back) when the task's
+    ``dedupe_key`` is taken."""
     params = {f"new_{column}": value for column, value in row.items()}
     params |= {
         "arg_now": row["created_at"],
@@ -148,7 +148,7 @@ def _insert_task(
         .table_valued("resource_type", "resource_id", "role", name="given_links")
         .render_derived()
     )
-    linked = (  # a new task has no links yet, and link_rows holds each resource once
+    linked = (  # a new task has no links yet, and it is given each resource once
         sa.insert(links)
         .from_select(
             ["task_id", "resource_type", "resource_id", "role", "created_at", "active"],
@@ -228,8 +228,8 @@ def _record_progress() -> sa.Select[Any]:
     event = sa.select(
         updated.c.id,
         sa.literal("progress", sa.String),
-        sa.bindparam("arg_progress", type_=sa.Float()),
-        sa.bindparam("arg_step", type_=sa.String()),
+        PROGRESS,
+        STEP,
         _ACTOR,
         NOW,
     )
@@ -277,10 +277,7 @@ def _end_run(
     guard = [tasks.c.id == TASK_ID, tasks.c.status == Status.RUNNING.value,
              tasks.c.attempts == ATTEMPT]  # fmt: skip
     if unless_items_failed:
-        failed = sa.exists().where(
-            items.c.task_id == TASK_ID, items.c.status == ItemStatus.FAILED.value
-        )
-        guard.append(~failed)
+        guard.append(~item_failed())
     ended = (
         sa.update(tasks)
         .where(*guard)

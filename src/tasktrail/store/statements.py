@@ -39,6 +39,11 @@ class Bound:
 NOW = sa.bindparam("arg_now", type_=UTCDateTime())
 TASK_ID = sa.bindparam("arg_task_id", type_=sa.String())
 ATTEMPT = sa.bindparam("arg_attempt", type_=sa.Integer())
+PROGRESS = sa.bindparam("arg_progress", type_=sa.Float())
+STEP = sa.bindparam("arg_step", type_=sa.String())
+#: Every column of an event row but its id.
+EVENT_COLUMNS = ("task_id", "type", "from_status", "to_status", "progress", "step", "message",
+                 "data", "actor", "created_at")  # fmt: skip
 
 #: How each column is set: ``(column, "now" | "increment" | "value")``, hashable.
 Shape = tuple[tuple[str, str], ...]
@@ -211,8 +216,8 @@ def record_progress_statement() -> sa.Update:
             tasks.c.attempts == ATTEMPT,
         )
         .values(
-            progress=sa.bindparam("arg_progress", type_=sa.Float()),
-            current_step=sa.bindparam("arg_step", type_=sa.String()),
+            progress=PROGRESS,
+            current_step=STEP,
             updated_at=NOW,
         )
         .returning(tasks.c.id, tasks.c.cancel_requested_at)
@@ -250,9 +255,8 @@ def insert_event(
 
 @cache
 def _insert_event() -> Insert:
-    columns = ["task_id", "type", "from_status", "to_status", "progress", "step", "message",
-               "data", "actor", "created_at"]  # fmt: skip
-    values = {name: sa.bindparam(f"event_{name}", type_=events.c[name].type) for name in columns}
+    values = {name: sa.bindparam(f"event_{name}", type_=events.c[name].type)
+              for name in EVENT_COLUMNS}  # fmt: skip
     return sa.insert(events).values(values)
 
 
@@ -309,8 +313,12 @@ def any_item_failed(task_id: str) -> Bound:
 @cache
 def any_item_failed_statement() -> sa.Select[Any]:
     """``any_item_failed``'s statement (its parameter: ``arg_task_id``)."""
-    failed = items.c.task_id == TASK_ID, items.c.status == ItemStatus.FAILED.value
-    return sa.select(sa.exists().where(*failed))
+    return sa.select(item_failed())
+
+
+def item_failed() -> sa.Exists:
+    """True when an item of the task ``arg_task_id`` failed."""
+    return sa.exists().where(items.c.task_id == TASK_ID, items.c.status == ItemStatus.FAILED.value)
 
 
 def failed_item_keys(task_id: str, limit: int) -> sa.Select[Any]:

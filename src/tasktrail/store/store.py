@@ -292,7 +292,10 @@ class Store(AggregateQueries):
         conn: Connection | None,
     ) -> TaskRecord:
         now = row["created_at"]
-        link_rows = _link_rows(new.id, new.links, now, active=new.status.is_active)
+        given = _link_rows(new.id, new.links, now, active=new.status.is_active)
+        # The first link to each resource, in links_of's order: what is stored, and returned.
+        first = {(r["resource_type"], r["resource_id"]): r for r in reversed(given)}
+        link_rows = [first[resource] for resource in sorted(first)]
         bound = pg.insert_task(
             row,
             link_rows,
@@ -306,11 +309,8 @@ class Store(AggregateQueries):
             inserted = c.execute(bound.statement, bound.params).one_or_none()
             if inserted is not None:
                 c.info[_WROTE_EVENTS] = True
-                # Links as stored: the first of each resource, in links_of's order.
-                stored = {(r["resource_type"], r["resource_id"]): r for r in reversed(link_rows)}
-                kept = [stored[key] for key in sorted(stored)]
                 record = TaskRecord.from_row(inserted._mapping)
-                return record.evolve(links=tuple(LinkRecord.from_row(r) for r in kept))
+                return record.evolve(links=tuple(LinkRecord.from_row(r) for r in link_rows))
             existing = c.execute(sa.select(tasks).where(tasks.c.dedupe_key == new.dedupe_key)).one()
             record = self._with_links(c, [TaskRecord.from_row(existing._mapping)])[0]
             return record.evolve(deduplicated=True)
