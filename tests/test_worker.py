@@ -557,3 +557,30 @@ def test_a_worker_takes_only_from_its_queues(tasks: Trail, start: Callable[..., 
 
     assert wait_for(lambda: ended(tasks, mine.id)).result == 4
     assert tasks.get(elsewhere.id).status is Status.QUEUED
+
+
+def test_a_busy_worker_never_holds_more_than_its_concurrency(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    # A thread takes its next task with the end of the last (one write), the dispatch
+    # thread fills free slots: between them, never more tasks running in the database
+    # than `concurrency`, not even claimed ones waiting for a thread.
+    seen: list[int] = []
+
+    @tasks.task("w.counted")
+    def counted(ctx: TaskContext) -> None:
+        seen.append(len(tasks.list_tasks(status=Status.RUNNING).items))
+        time.sleep(0.005)
+
+    submitted = [tasks.submit("w.counted") for _ in range(20)]
+    submitted += [tasks.submit("w.add_async", params={"a": n, "b": 1}) for n in range(5)]
+    submitted += [tasks.submit("w.counted") for _ in range(10)]
+    worker = start(concurrency=2)
+
+    for task in submitted:
+        assert wait_for(partial(ended, tasks, task.id)).status is Status.COMPLETED
+    assert len(seen) == 30 and max(seen) <= 2
+    assert worker.running() == []
+    claims = [e for task in submitted for e in transitions(tasks, task.id)
+              if e.to_status is Status.RUNNING]  # fmt: skip
+    assert len(claims) == len(submitted) and {e.actor for e in claims} == {worker.name}

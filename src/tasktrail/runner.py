@@ -9,6 +9,7 @@ import asyncio
 import logging
 import random
 import traceback
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -29,6 +30,14 @@ from tasktrail.text import storable
 
 logger = logging.getLogger("tasktrail.runner")
 _FAILED_KEYS_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class NextClaim:
+    """Which task a worker takes next (as ``Store.claim`` filters them)."""
+
+    queues: Collection[str] | None
+    names: Collection[str] | None
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,18 @@ class Runner:
 
         Returns the task as recorded, or None when the run was superseded meanwhile.
         """
+        recorded, _ = self.run_then_claim(task, None)
+        return recorded
+
+    def run_then_claim(
+        self, task: TaskRecord, claim: NextClaim | None
+    ) -> tuple[TaskRecord | None, TaskRecord | None]:
+        """``run`` ``task`` and, if it completes, claim the next queued task of ``claim``
+        for this worker in the same write (the worker's way from one task to the next).
+
+        Returns the task as recorded (None when superseded) and the task claimed (None
+        without ``claim``, when nothing was queued, or when the run did not complete).
+        """
         context = self.context_for(task)
         try:
             definition = self.registry.get(task.name)
@@ -81,7 +102,7 @@ class Runner:
             outcome = Outcome(value=value)
         except Exception as exc:
             outcome = Outcome(error=exc)
-        return self.finish(task, context, outcome)
+        return self._finish(task, context, outcome, claim)
 
     async def run_async(self, task: TaskRecord) -> TaskRecord | None:
         """Async version of ``run``: async functions run on the current event loop,
@@ -102,41 +123,60 @@ class Runner:
     def finish(self, task: TaskRecord, context: TaskContext, outcome: Outcome) -> TaskRecord | None:
         """Record how run ``task.attempts`` ended. A result from a run that no longer owns
         the task is not applied: it is recorded as a ``discarded`` event instead."""
+        recorded, _ = self._finish(task, context, outcome, None)
+        return recorded
+
+    def _finish(
+        self, task: TaskRecord, context: TaskContext, outcome: Outcome, claim: NextClaim | None
+    ) -> tuple[TaskRecord | None, TaskRecord | None]:
         try:
             context.flush()
-            return self._record(task, outcome)
+            return self._record(task, outcome, claim)
         except RunSuperseded as superseded:
             self._discard(task, outcome, str(superseded))
-            return None
+            return None, None
 
-    def _record(self, task: TaskRecord, outcome: Outcome) -> TaskRecord:
+    def _record(
+        self, task: TaskRecord, outcome: Outcome, claim: NextClaim | None
+    ) -> tuple[TaskRecord, TaskRecord | None]:
         error = outcome.error
         if isinstance(error, RunSuperseded):
             raise error
         if isinstance(error, TaskCancelled):
-            return self._transition(task, CANCEL, message="cancelled while running")
+            return self._transition(task, CANCEL, message="cancelled while running"), None
         if error is None:
             try:
                 check_json(outcome.value, "the task's result")
             except InvalidInput as not_json:
                 error = DoNotRetry(str(not_json))
             else:
-                return self._record_return(task, outcome.value)
-        return self._record_failure(task, error, details=_error_details(error))
+                return self._record_return(task, outcome.value, claim)
+        return self._record_failure(task, error, details=_error_details(error)), None
 
-    def _record_return(self, task: TaskRecord, result: Any) -> TaskRecord:
-        completed = self.store.complete_run(task.id, task.attempts, result, actor=self.worker)
-        if completed is not None:
-            return completed
+    def _record_return(
+        self, task: TaskRecord, result: Any, claim: NextClaim | None
+    ) -> tuple[TaskRecord, TaskRecord | None]:
+        if claim is None:
+            completed = self.store.complete_run(task.id, task.attempts, result, actor=self.worker)
+            if completed is not None:
+                return completed, None
+        else:
+            ended = self.store.complete_then_claim(
+                task.id, task.attempts, result,
+                worker=self.worker, queues=claim.queues, names=claim.names,
+            )  # fmt: skip
+            if ended is not None:
+                return ended
         # Some items failed: a partial failure, or a failure when all of them did.
         counts = self.store.item_counts(task.id)
         keys = self.store.failed_item_keys(task.id, _FAILED_KEYS_SHOWN)
         shown = ", ".join(keys) + (", …" if counts.failed > len(keys) else "")
         if counts.failed < counts.total:
             message = f"{counts.failed} of {counts.total} items failed: {shown}"
-            return self._transition(task, PARTIAL_FAIL, error=message, result=result)
+            return self._transition(task, PARTIAL_FAIL, error=message, result=result), None
         message = f"all {counts.total} items failed: {shown}"
-        return self._record_failure(task, RuntimeError(message), details={"result": result})
+        failed = self._record_failure(task, RuntimeError(message), details={"result": result})
+        return failed, None
 
     def _record_failure(
         self, task: TaskRecord, error: Exception, *, details: dict[str, Any]

@@ -30,7 +30,7 @@ from typing import Any
 from tasktrail.errors import InvalidInput, InvalidTransition, RunSuperseded
 from tasktrail.executor import EmbeddedExecutor
 from tasktrail.records import TaskRecord
-from tasktrail.runner import Runner
+from tasktrail.runner import NextClaim, Runner
 from tasktrail.settings import heartbeat_settings, positive
 from tasktrail.states import CANCEL, REQUEUE, Status
 from tasktrail.store.channels import SCHEDULED_PAYLOAD
@@ -122,6 +122,7 @@ class Worker:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._runs: dict[tuple[str, int], _Run] = {}
+        self._claiming = 0  # claims under way, each holding a slot
         self._jobs: queue.SimpleQueue[TaskRecord | None] = queue.SimpleQueue()
         self._stop_requested = threading.Event()
         self._stopping = threading.Event()
@@ -271,7 +272,9 @@ class Worker:
                 if self._recheck_due.is_set() or time.monotonic() >= self._promote_at:
                     self._recheck_due.clear()
                     self._promote_at = time.monotonic() + self._promote_due()
-                if self._has_room() and self._claim_one():
+                if (task := self._claim()) is not None:
+                    if (sync := self._start(task)) is not None:
+                        self._jobs.put(sync)
                     continue
             except Exception:
                 logger.exception("worker %s: looking for work failed", self.name)
@@ -289,38 +292,63 @@ class Worker:
             return self.poll_interval
         return min(self.poll_interval, (due - self.store.clock()).total_seconds())
 
-    def _has_room(self) -> bool:
+    def _claim(self) -> TaskRecord | None:
+        """Claim the next task into a free slot; None when no slot is free or nothing is
+        queued. Counted as running from the claim on, so claimers never take more than
+        ``concurrency`` tasks between them."""
         with self._lock:
-            return len(self._runs) < self.concurrency
+            if self._stopping.is_set() or len(self._runs) + self._claiming >= self.concurrency:
+                return None
+            self._claiming += 1
+        task = None
+        try:
+            # Only what this process can run: another app sharing the database runs the rest.
+            names = self.trail.registry.names()
+            task = self.store.claim(worker=self.name, queues=self.queues, names=names)
+        finally:
+            with self._lock:
+                self._claiming -= 1
+                if task is not None:
+                    run = _Run(task)
+                    self._runs[run.key] = run
+        return task
 
-    def _claim_one(self) -> bool:
-        # Only what this process can run: another app sharing the database runs the rest.
-        names = self.trail.registry.names()
-        task = self.store.claim(worker=self.name, queues=self.queues, names=names)
-        if task is None:
-            return False
-        run = _Run(task)
+    def _start(self, task: TaskRecord) -> TaskRecord | None:
+        """Start a claimed async task on the event loop; a sync one comes back, for a
+        thread to run."""
+        if not self.trail.registry.get(task.name).is_async:
+            return task
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(self._run_async(task), self._loop)
         with self._lock:
-            self._runs[run.key] = run
-        if self.trail.registry.get(task.name).is_async:
-            assert self._loop is not None
-            run.future = asyncio.run_coroutine_threadsafe(self._run_async(task), self._loop)
-        else:
-            self._jobs.put(task)
-        return True
+            if (run := self._runs.get((task.id, task.attempts))) is not None:
+                run.future = future
+        return None
 
     # -- running ------------------------------------------------------------------------
 
     def _work(self) -> None:
-        while (task := self._jobs.get()) is not None:
-            recorded = None
+        task = self._jobs.get()
+        while task is not None:
+            recorded = claimed = None
             try:
-                recorded = self._runner.run(task)
+                recorded, claimed = self._runner.run_then_claim(task, self._next_claim())
             except Exception:
                 # Recording the end failed (the database?): the reaper will take it back.
                 logger.exception("worker %s: could not record the end of %s", self.name, task.id)
             finally:
-                self._ended(task, recorded)
+                self._ended(task, recorded, claimed)
+            # A task claimed with the end of the last one runs here: no hand-off to the
+            # dispatch thread and back while work is queued.
+            sync = None if claimed is None else self._start(claimed)
+            task = sync if sync is not None else self._jobs.get()
+
+    def _next_claim(self) -> NextClaim | None:
+        """What the thread whose run ends takes next, in the same write (none once
+        stopping)."""
+        if self._stopping.is_set():
+            return None
+        return NextClaim(self.queues, self.trail.registry.names())
 
     async def _run_async(self, task: TaskRecord) -> None:
         recorded = None
@@ -331,13 +359,21 @@ class Worker:
         finally:
             self._ended(task, recorded)
 
-    def _ended(self, task: TaskRecord, recorded: TaskRecord | None) -> None:
+    def _ended(
+        self, task: TaskRecord, recorded: TaskRecord | None, claimed: TaskRecord | None = None
+    ) -> None:
+        """Run ``task`` is over; ``claimed``, taken with its end, runs in its slot."""
         with self._changed:
             self._runs.pop((task.id, task.attempts), None)
+            if claimed is not None:
+                run = _Run(claimed)
+                self._runs[run.key] = run
             self._changed.notify_all()
-        if recorded is not None and recorded.status is Status.SCHEDULED:
-            self._recheck_due.set()  # it backed off: look again for when it falls due
-        self._wake.wake()
+        backed_off = recorded is not None and recorded.status is Status.SCHEDULED
+        if backed_off:
+            self._recheck_due.set()  # look again for when it falls due
+        if backed_off or claimed is None:
+            self._wake.wake()  # a slot is free: the dispatch thread fills it
 
     def _unfinished(self) -> list[_Run]:
         return [run for run in self._runs.values() if not run.forced]

@@ -109,6 +109,87 @@ def test_complete_run_leaves_a_task_with_failed_items_to_its_caller(trail: Trail
     assert _active_links(trail, task.id) <= {True}
 
 
+def test_complete_then_claim_ends_one_run_and_starts_the_next(trail: Trail) -> None:
+    _register(trail)
+    first = trail.submit("runs.noop", links=[Link("doc", "d1")])
+    second = trail.submit("runs.noop", links=[Link("doc", "d1")])
+    trail.store.claim(worker="w1")
+
+    ended = trail.store.complete_then_claim(first.id, 1, {"n": 1}, worker="w1")
+
+    assert ended is not None
+    done, claimed = ended
+    assert done.id == first.id and done.status is Status.COMPLETED and done.result == {"n": 1}
+    assert done == trail.get(first.id).evolve(links=())
+    assert claimed is not None and claimed.id == second.id
+    assert claimed.status is Status.RUNNING and claimed.attempts == 1 and claimed.worker == "w1"
+    assert claimed == trail.get(second.id).evolve(links=())
+    assert _transitions(trail, first.id)[-1] == (
+        Status.RUNNING, Status.COMPLETED, None, {"transition": "complete"}, "w1",
+    )  # fmt: skip
+    assert _transitions(trail, second.id)[-1] == (
+        Status.QUEUED, Status.RUNNING, "attempt 1 of 3",
+        {"transition": CLAIM.name, "attempt": 1}, "w1",
+    )  # fmt: skip
+    assert _active_links(trail, first.id) == {False}
+    assert _active_links(trail, second.id) == {True}
+
+    last = trail.store.complete_then_claim(second.id, 1, None, worker="w1")
+
+    assert last is not None and last[1] is None  # nothing left to claim
+    assert trail.get(second.id).status is Status.COMPLETED
+
+
+def test_complete_then_claim_takes_only_the_queues_and_names_asked_for(trail: Trail) -> None:
+    _register(trail)
+    trail.task("runs.other")(lambda ctx: None)
+    running = trail.submit("runs.noop")
+    elsewhere = trail.submit("runs.noop", queue="elsewhere")
+    other_name = trail.submit("runs.other")
+    wanted = trail.submit("runs.noop", queue="mine")
+    trail.store.claim(worker="w1", queues=["default"], names=["runs.noop"])
+
+    ended = trail.store.complete_then_claim(
+        running.id, 1, None, worker="w1", queues=["mine", "default"], names=["runs.noop"]
+    )
+
+    assert ended is not None and ended[1] is not None and ended[1].id == wanted.id
+    assert trail.get(elsewhere.id).status is Status.QUEUED
+    assert trail.get(other_name.id).status is Status.QUEUED
+
+
+def test_complete_then_claim_writes_nothing_when_an_item_failed(trail: Trail) -> None:
+    _register(trail)
+    task = trail.submit("runs.noop")
+    waiting = trail.submit("runs.noop")
+    trail.store.claim(worker="w1")
+    trail.store.prepare_items(task.id, ["a"])
+    trail.store.set_item(task.id, "a", ItemStatus.FAILED, attempt=1, error="boom")
+    events_before = len(trail.events(task.id))
+
+    assert trail.store.complete_then_claim(task.id, 1, None, worker="w1") is None
+
+    assert trail.get(task.id).status is Status.RUNNING
+    assert len(trail.events(task.id)) == events_before
+    assert trail.get(waiting.id).status is Status.QUEUED
+
+
+def test_complete_then_claim_of_a_superseded_run_claims_nothing(trail: Trail) -> None:
+    _register(trail)
+    task = trail.submit("runs.noop")
+    trail.store.claim(worker="w1")
+    trail.store.transition(task.id, FAIL, attempt=1, actor="w1", error="x", message="x")
+    trail.retry(task.id)
+    trail.store.claim(worker="w2")  # attempt 2 owns it now
+    waiting = trail.submit("runs.noop")
+
+    with pytest.raises(RunSuperseded, match=r"run 1 .* no longer owns it"):
+        trail.store.complete_then_claim(task.id, 1, "late", worker="w1")
+
+    assert trail.get(task.id).status is Status.RUNNING and trail.get(task.id).attempts == 2
+    assert trail.get(waiting.id).status is Status.QUEUED
+
+
 def test_a_superseded_run_cannot_end_the_task(trail: Trail) -> None:
     _register(trail)
     task = trail.submit("runs.noop")

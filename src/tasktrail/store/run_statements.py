@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from tasktrail.schema import JSONType, events, links, tasks
-from tasktrail.states import CLAIM, Status, Transition
+from tasktrail.states import CLAIM, COMPLETE, Status, Transition
 from tasktrail.store.statements import (
     ATTEMPT,
     EVENT_COLUMNS,
@@ -36,6 +36,7 @@ from tasktrail.store.statements import (
     TASK_ID,
     Bound,
     Shape,
+    claim_filters,
     claim_next_statement,
     item_failed,
     record_progress_statement,
@@ -58,8 +59,10 @@ def _with_transition_event(
     message: sa.ColumnElement[Any],
     data: sa.ColumnElement[Any],
     notify: Notify,
+    name: str = "inserted_event",
 ) -> sa.Select[Any]:
-    """The changed task's row, once its ``transition`` event row is written."""
+    """The changed task's row, once its ``transition`` event row (a CTE named ``name``)
+    is written."""
     event = sa.select(
         changed.c.id,
         sa.literal("transition", sa.String),
@@ -76,7 +79,7 @@ def _with_transition_event(
         sa.insert(events)
         .from_select(list(EVENT_COLUMNS), event)
         .returning(events.c.task_id)
-        .cte("inserted_event")
+        .cte(name)
     )
     return sa.select(changed, *notify(inserted.c.task_id, changed.c.queue)).select_from(
         changed.join(inserted, changed.c.id == inserted.c.task_id)
@@ -183,23 +186,27 @@ def claim_next(
 
     ``FOR UPDATE SKIP LOCKED`` makes concurrent claimers pass each other by."""
     shape, params = shape_of(changes)
+    params |= claim_filters(queues, names)
     params |= {"arg_now": now, "arg_actor": actor}
-    if queues:
-        params["arg_queues"] = list(queues)
-    if names is not None:
-        params["arg_names"] = list(names)
     return Bound(_claim_next(bool(queues), names is not None, shape, notify), params)
 
 
 @cache
 def _claim_next(by_queue: bool, by_name: bool, shape: Shape, notify: Notify) -> sa.Select[Any]:
-    claimed = claim_next_statement(by_queue, by_name, shape).cte("claimed")
+    claimed = claim_next_statement(by_queue, by_name, shape, "postgresql").cte("claimed")
+    return _with_claim_event(claimed, notify)
+
+
+def _with_claim_event(
+    claimed: sa.CTE, notify: Notify, name: str = "inserted_event"
+) -> sa.Select[Any]:
     return _with_transition_event(
         claimed,
         from_status=Status.QUEUED,
         message=sa.func.format("attempt %s of %s", claimed.c.attempts, claimed.c.max_attempts),
         data=sa.func.jsonb_build_object("transition", CLAIM.name, "attempt", claimed.c.attempts),
         notify=notify,
+        name=name,
     )
 
 
@@ -274,11 +281,26 @@ def end_run(
 def _end_run(
     transition: Transition, shape: Shape, notify: Notify, unless_items_failed: bool
 ) -> sa.Select[Any]:
+    ended = _ended(transition, shape, unless_items_failed)
+    statement = _with_transition_event(
+        ended,
+        from_status=Status.RUNNING,
+        message=sa.bindparam("arg_message", type_=sa.Text()),
+        data=sa.bindparam("arg_data", type_=JSONType),
+        notify=notify,
+    )
+    if transition.target.is_active:
+        return statement
+    return statement.add_cte(_unlinked(ended))
+
+
+def _ended(transition: Transition, shape: Shape, unless_items_failed: bool) -> sa.CTE:
+    """The ``UPDATE`` that ends run ``arg_attempt`` by ``transition``, as a CTE."""
     guard = [tasks.c.id == TASK_ID, tasks.c.status == Status.RUNNING.value,
              tasks.c.attempts == ATTEMPT]  # fmt: skip
     if unless_items_failed:
         guard.append(~item_failed())
-    ended = (
+    return (
         sa.update(tasks)
         .where(*guard)
         .values(
@@ -290,19 +312,78 @@ def _end_run(
         .returning(*tasks.c)
         .cte("ended")
     )
-    statement = _with_transition_event(
-        ended,
-        from_status=Status.RUNNING,
-        message=sa.bindparam("arg_message", type_=sa.Text()),
-        data=sa.bindparam("arg_data", type_=JSONType),
-        notify=notify,
-    )
-    if transition.target.is_active:
-        return statement
-    unlinked = (  # running is active: the links stop being so
+
+
+def _unlinked(ended: sa.CTE) -> sa.CTE:
+    """The ended task's links stop being active (running is active)."""
+    return (
         sa.update(links)
         .where(links.c.task_id.in_(sa.select(ended.c.id)))
         .values(active=False)
         .cte("unlinked")
     )
-    return statement.add_cte(unlinked)
+
+
+# -- end of a run and the next claim ------------------------------------------------------
+
+#: Names the row a ``complete_then_claim`` statement returns: the completed task, or the
+#: next one it claimed.
+KIND = "row_kind"
+COMPLETED = "completed"
+CLAIMED = "claimed"
+
+
+def complete_then_claim(
+    task_id: str,
+    attempt: int,
+    completion: Mapping[str, Any],
+    claim: Mapping[str, Any],
+    queues: Collection[str] | None,
+    names: Collection[str] | None,
+    now: datetime,
+    *,
+    actor: str,
+) -> Bound:
+    """Complete run ``attempt`` (setting ``completion``, the state machine's changes) unless
+    one of its items failed and, only then, claim the next queued task (of ``queues`` and
+    ``names`` when given, setting ``claim``) with both events: what a worker thread does
+    between two tasks, in one statement.
+
+    Rows, told apart by their ``KIND`` column: the ``COMPLETED`` task, then the
+    ``CLAIMED`` one if any was queued. No rows: nothing was written (the run no longer owns
+    the task, or an item failed)."""
+    end_shape, params = shape_of(completion)
+    claim_shape, claim_params = shape_of(claim, prefix="next_")
+    params |= claim_params | claim_filters(queues, names)
+    params |= {"arg_task_id": task_id, "arg_attempt": attempt, "arg_now": now,
+               "arg_actor": actor, "arg_message": None,
+               "arg_data": {"transition": COMPLETE.name}}  # fmt: skip
+    statement = _complete_then_claim(end_shape, claim_shape, bool(queues), names is not None)
+    return Bound(statement, params)
+
+
+@cache
+def _complete_then_claim(
+    end_shape: Shape, claim_shape: Shape, by_queue: bool, by_name: bool
+) -> sa.CompoundSelect[Any]:
+    ended = _ended(COMPLETE, end_shape, unless_items_failed=True)
+    completed = _with_transition_event(
+        ended,
+        from_status=Status.RUNNING,
+        message=sa.bindparam("arg_message", type_=sa.Text()),
+        data=sa.bindparam("arg_data", type_=JSONType),
+        notify=_no_notices,
+    ).add_cte(_unlinked(ended))
+    claim = claim_next_statement(by_queue, by_name, claim_shape, "postgresql", "next_")
+    # Only after a completion: a run that lost its task, or whose items failed, is
+    # recorded by the caller first, and its thread claims afterwards.
+    claimed = claim.where(sa.exists(sa.select(ended.c.id))).cte("claimed")
+    next_task = _with_claim_event(claimed, _no_notices, name="claim_event")
+    return sa.union_all(
+        completed.add_columns(sa.literal(COMPLETED, sa.String).label(KIND)),
+        next_task.add_columns(sa.literal(CLAIMED, sa.String).label(KIND)),
+    )
+
+
+def _no_notices(_task_id: sa.ColumnElement[Any], _queue: sa.ColumnElement[Any]) -> list[Any]:
+    return []  # completed and running wake nobody up

@@ -49,8 +49,9 @@ EVENT_COLUMNS = ("task_id", "type", "from_status", "to_status", "progress", "ste
 Shape = tuple[tuple[str, str], ...]
 
 
-def shape_of(changes: Mapping[str, Any]) -> tuple[Shape, dict[str, Any]]:
-    """The shape of a state machine's ``changes`` and the parameters of its values."""
+def shape_of(changes: Mapping[str, Any], prefix: str = "set_") -> tuple[Shape, dict[str, Any]]:
+    """The shape of a state machine's ``changes`` and the parameters of its values (named
+    ``prefix`` + column)."""
     shape: list[tuple[str, str]] = []
     params: dict[str, Any] = {}
     for column, value in sorted(changes.items()):
@@ -60,12 +61,12 @@ def shape_of(changes: Mapping[str, Any]) -> tuple[Shape, dict[str, Any]]:
             shape.append((column, "increment"))
         else:
             shape.append((column, "value"))
-            params[f"set_{column}"] = value
+            params[f"{prefix}{column}"] = value
     return tuple(shape), params
 
 
-def set_clause(shape: Shape) -> dict[str, Any]:
-    """The SET clause of ``shape`` (its values are ``set_<column>`` parameters)."""
+def set_clause(shape: Shape, prefix: str = "set_") -> dict[str, Any]:
+    """The SET clause of ``shape`` (its values are ``prefix`` + column parameters)."""
     clause: dict[str, Any] = {}
     for column, kind in shape:
         if kind == "now":
@@ -73,7 +74,7 @@ def set_clause(shape: Shape) -> dict[str, Any]:
         elif kind == "increment":
             clause[column] = tasks.c[column] + 1
         else:
-            clause[column] = sa.bindparam(f"set_{column}", type_=tasks.c[column].type)
+            clause[column] = sa.bindparam(f"{prefix}{column}", type_=tasks.c[column].type)
     return clause
 
 
@@ -151,38 +152,59 @@ def claim_next(
     on SQLite the write lock of ``BEGIN IMMEDIATE`` serialises them.
     """
     shape, params = shape_of(changes)
+    params |= claim_filters(queues, names)
     params["arg_now"] = now
+    return Bound(claim_next_statement(bool(queues), names is not None, shape, "sqlite"), params)
+
+
+def claim_filters(queues: Collection[str] | None, names: Collection[str] | None) -> dict[str, Any]:
+    """The parameters of ``claim_next_statement``'s queue and name filters."""
+    params: dict[str, Any] = {}
     if queues:
         params["arg_queues"] = list(queues)
     if names is not None:
         params["arg_names"] = list(names)
-    return Bound(claim_next_statement(bool(queues), names is not None, shape), params)
+    return params
 
 
 @cache
-def claim_next_statement(by_queue: bool, by_name: bool, shape: Shape) -> sa.Update:
-    """``claim_next``'s statement (its parameters: ``claim_next``)."""
+def claim_next_statement(
+    by_queue: bool, by_name: bool, shape: Shape, dialect: str, prefix: str = "set_"
+) -> sa.Update:
+    """``claim_next``'s statement (its parameters: ``claim_next``; the values of ``shape``
+    named ``prefix`` + column)."""
     candidate = sa.select(tasks.c.id).where(tasks.c.status == Status.QUEUED.value)
     if by_queue:
-        candidate = candidate.where(tasks.c.queue.in_(sa.bindparam("arg_queues", expanding=True)))
+        candidate = candidate.where(_one_of(tasks.c.queue, "arg_queues", dialect))
     if by_name:
-        candidate = candidate.where(tasks.c.name.in_(sa.bindparam("arg_names", expanding=True)))
+        candidate = candidate.where(_one_of(tasks.c.name, "arg_names", dialect))
     candidate = (
         candidate.order_by(tasks.c.priority.desc(), tasks.c.id)
         .limit(1)
         .with_for_update(skip_locked=True)
     )
+    # No second "status = 'queued'" here: the candidate is locked (PostgreSQL) or the write
+    # lock is held (SQLite), so it is still queued; and with it, PostgreSQL finds the row
+    # through the claim index, scanning it all, instead of by primary key.
     return (
         sa.update(tasks)
-        .where(tasks.c.id == candidate.scalar_subquery(), tasks.c.status == Status.QUEUED.value)
+        .where(tasks.c.id == candidate.scalar_subquery())
         .values(
             status=Status.RUNNING.value,
             updated_at=NOW,
             version=tasks.c.version + 1,
-            **set_clause(shape),
+            **set_clause(shape, prefix),
         )
         .returning(*tasks.c)
     )
+
+
+def _one_of(column: sa.Column[str], name: str, dialect: str) -> sa.ColumnElement[bool]:
+    # PostgreSQL: one array parameter, so the text (and its prepared plan) is the same for
+    # any number of values, and SQLAlchemy has no list to expand on every execution.
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(sa.String())))
+    return column.in_(sa.bindparam(name, expanding=True))
 
 
 def due_scheduled(now: datetime, limit: int) -> sa.Select[Any]:

@@ -397,12 +397,59 @@ class Store(AggregateQueries):
             if completed is not None:
                 return completed
         with self.writing() as c:
-            current = self._lock(c, task_id)
-            self._check(current, COMPLETE, attempt)
-            failed = q.any_item_failed(task_id)
-            if c.execute(failed.statement, failed.params).scalar():
+            return self._complete_locked(c, task_id, attempt, values, actor=actor)
+
+    def complete_then_claim(
+        self,
+        task_id: str,
+        attempt: int,
+        result: Any,
+        *,
+        worker: str,
+        queues: Collection[str] | None = None,
+        names: Collection[str] | None = None,
+    ) -> tuple[TaskRecord, TaskRecord | None] | None:
+        """Complete run ``attempt`` of a task with ``result`` and, in the same transaction,
+        claim the next queued task for ``worker`` (of ``queues`` and ``names``, as
+        ``claim`` does): the completed task and the claimed one, or None for it when no
+        task was queued.
+
+        As ``complete_run``: None, with nothing written and nothing claimed, when one of
+        the task's items failed; ``RunSuperseded`` when the run no longer owns the task.
+        """
+        completion = changes(COMPLETE, result=result)
+        if self.dialect == "postgresql":
+            bound = pg.complete_then_claim(
+                task_id, attempt, completion, changes(CLAIM, worker=worker), queues, names,
+                self.clock(), actor=worker,
+            )  # fmt: skip
+            if rows := self._rows_at_once(bound):
+                found = {row._mapping[pg.KIND]: TaskRecord.from_row(row._mapping) for row in rows}
+                return found[pg.COMPLETED], found.get(pg.CLAIMED)
+            # Nothing was written: complete_run says why (or completes after a race).
+            completed = self.complete_run(task_id, attempt, result, actor=worker)
+            return None if completed is None else (completed, None)
+        with self.writing() as c:
+            completed = self._complete_locked(c, task_id, attempt, completion, actor=worker)
+            if completed is None:
                 return None
-            return self._apply(c, current, COMPLETE, values, actor=actor, message=None, data=None)
+            return completed, self._claim_in(c, worker, queues, names, actor=worker)
+
+    def _complete_locked(
+        self,
+        conn: Connection,
+        task_id: str,
+        attempt: int,
+        values: dict[str, Any],
+        *,
+        actor: str | None,
+    ) -> TaskRecord | None:
+        current = self._lock(conn, task_id)
+        self._check(current, COMPLETE, attempt)
+        failed = q.any_item_failed(task_id)
+        if conn.execute(failed.statement, failed.params).scalar():
+            return None
+        return self._apply(conn, current, COMPLETE, values, actor=actor, message=None, data=None)
 
     def _end_run_at_once(
         self,
@@ -438,11 +485,17 @@ class Store(AggregateQueries):
     def _write_at_once(self, bound: q.Bound) -> sa.Row[Any] | None:
         """Run a one-statement write (PostgreSQL) in autocommit mode: its row, or None when
         its guard did not hold and nothing was written."""
+        rows = self._rows_at_once(bound)
+        return rows[0] if rows else None
+
+    def _rows_at_once(self, bound: q.Bound) -> Sequence[sa.Row[Any]]:
+        """``_write_at_once`` for a statement returning several rows (none: nothing was
+        written)."""
         with self._one_statement() as c:
-            row = c.execute(bound.statement, bound.params).one_or_none()
-            if row is not None:
+            rows = c.execute(bound.statement, bound.params).all()
+            if rows:
                 c.info[_WROTE_EVENTS] = True
-            return row
+            return rows
 
     def _lock(self, conn: Connection, task_id: str) -> TaskRecord:
         lock = q.lock_task(task_id)
@@ -523,25 +576,39 @@ class Store(AggregateQueries):
             )  # fmt: skip
             row = self._write_at_once(bound)
             return None if row is None else TaskRecord.from_row(row._mapping)
-        claim = q.claim_next(queues, names, changes(CLAIM, worker=worker), now)
         with self.writing() as c:
-            row = c.execute(claim.statement, claim.params).one_or_none()
-            if row is None:
-                return None
-            claimed = TaskRecord.from_row(row._mapping)
-            self._event(
-                c,
-                task_id=claimed.id,
-                type="transition",
-                from_status=Status.QUEUED,
-                to_status=Status.RUNNING,
-                progress=claimed.progress,
-                message=f"attempt {claimed.attempts} of {claimed.max_attempts}",
-                data={"transition": CLAIM.name, "attempt": claimed.attempts},
-                actor=actor or worker,
-                now=now,
-            )
-            return claimed
+            return self._claim_in(c, worker, queues, names, actor=actor or worker, now=now)
+
+    def _claim_in(
+        self,
+        conn: Connection,
+        worker: str,
+        queues: Collection[str] | None,
+        names: Collection[str] | None,
+        *,
+        actor: str,
+        now: datetime | None = None,
+    ) -> TaskRecord | None:
+        """``claim`` inside the transaction of ``conn`` (SQLite)."""
+        now = now or self.clock()
+        claim = q.claim_next(queues, names, changes(CLAIM, worker=worker), now)
+        row = conn.execute(claim.statement, claim.params).one_or_none()
+        if row is None:
+            return None
+        claimed = TaskRecord.from_row(row._mapping)
+        self._event(
+            conn,
+            task_id=claimed.id,
+            type="transition",
+            from_status=Status.QUEUED,
+            to_status=Status.RUNNING,
+            progress=claimed.progress,
+            message=f"attempt {claimed.attempts} of {claimed.max_attempts}",
+            data={"transition": CLAIM.name, "attempt": claimed.attempts},
+            actor=actor,
+            now=now,
+        )
+        return claimed
 
     def claim_task(
         self, task_id: str, *, worker: str, external_id: str | None = None
