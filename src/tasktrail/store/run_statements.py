@@ -281,7 +281,12 @@ def end_run(
 def _end_run(
     transition: Transition, shape: Shape, notify: Notify, unless_items_failed: bool
 ) -> sa.Select[Any]:
-    ended = _ended(transition, shape, unless_items_failed)
+    return _with_end_event(_ended(transition, shape, unless_items_failed), transition, notify)
+
+
+def _with_end_event(ended: sa.CTE, transition: Transition, notify: Notify) -> sa.Select[Any]:
+    """The ended task's row, once its event is written and, when it left the active
+    statuses, its links are no longer active."""
     statement = _with_transition_event(
         ended,
         from_status=Status.RUNNING,
@@ -291,7 +296,13 @@ def _end_run(
     )
     if transition.target.is_active:
         return statement
-    return statement.add_cte(_unlinked(ended))
+    unlinked = (  # running is active: the links stop being so
+        sa.update(links)
+        .where(links.c.task_id.in_(sa.select(ended.c.id)))
+        .values(active=False)
+        .cte("unlinked")
+    )
+    return statement.add_cte(unlinked)
 
 
 def _ended(transition: Transition, shape: Shape, unless_items_failed: bool) -> sa.CTE:
@@ -311,16 +322,6 @@ def _ended(transition: Transition, shape: Shape, unless_items_failed: bool) -> s
         )
         .returning(*tasks.c)
         .cte("ended")
-    )
-
-
-def _unlinked(ended: sa.CTE) -> sa.CTE:
-    """The ended task's links stop being active (running is active)."""
-    return (
-        sa.update(links)
-        .where(links.c.task_id.in_(sa.select(ended.c.id)))
-        .values(active=False)
-        .cte("unlinked")
     )
 
 
@@ -367,13 +368,7 @@ def _complete_then_claim(
     end_shape: Shape, claim_shape: Shape, by_queue: bool, by_name: bool
 ) -> sa.CompoundSelect[Any]:
     ended = _ended(COMPLETE, end_shape, unless_items_failed=True)
-    completed = _with_transition_event(
-        ended,
-        from_status=Status.RUNNING,
-        message=sa.bindparam("arg_message", type_=sa.Text()),
-        data=sa.bindparam("arg_data", type_=JSONType),
-        notify=_no_notices,
-    ).add_cte(_unlinked(ended))
+    completed = _with_end_event(ended, COMPLETE, _no_notices)
     claim = claim_next_statement(by_queue, by_name, claim_shape, "postgresql", "next_")
     # Only after a completion: a run that lost its task, or whose items failed, is
     # recorded by the caller first, and its thread claims afterwards.
