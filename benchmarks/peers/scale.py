@@ -4,7 +4,10 @@ with set-based SQL, then time the reads an app and a worker make, at each size.
 Every task links to its own ``document``, to one of N/100 ``project`` resources (100 tasks
 each) and to one of 1,000 ``user`` resources (N/1,000 tasks each: the heavy resource).
 Status mix by ``g % 100``: 85 completed, 5 failed, 2 cancelled, 3 queued, 2 running (fresh
-heartbeat), 3 scheduled.
+heartbeat), 3 scheduled. A resource is not a function of ``g % 100`` (as ``g % 1000``
+would be: then each user's tasks would all share one status, and 8 % of users would have
+only active tasks), so every resource gets that mix (at 10,000 tasks, a user's 10 tasks
+have 10 neighbouring statuses of it).
 """
 
 from __future__ import annotations
@@ -51,8 +54,8 @@ PG_LINKS = """
 INSERT INTO tasktrail_links (task_id, resource_type, resource_id, role, created_at)
 SELECT lpad(g::text, 26, '0'), r.type, r.id, r.role, now()
 FROM generate_series(1, :n) g CROSS JOIN LATERAL (VALUES
-  ('project', 'p' || (g % :projects), 'owner'),
-  ('user', 'u' || (g % 1000), 'requested_by'),
+  ('project', 'p' || ((g / 100 + g % 100 * :spread) % :projects), 'owner'),
+  ('user', 'u' || ((g / 100 + g % 100 * 10) % 1000), 'requested_by'),
   ('document', 'd' || g, 'subject')) r(type, id, role)
 """
 PG_EVENTS = """
@@ -87,7 +90,8 @@ INSERT INTO tasktrail_links (task_id, resource_type, resource_id, role, created_
 {SQLITE_SERIES}, r(k, type, role) AS (VALUES (1, 'project', 'owner'),
   (2, 'user', 'requested_by'), (3, 'document', 'subject'))
 SELECT {SQLITE_ID}, r.type,
-  CASE r.k WHEN 1 THEN 'p' || (g % :projects) WHEN 2 THEN 'u' || (g % 1000) ELSE 'd' || g END,
+  CASE r.k WHEN 1 THEN 'p' || ((g / 100 + g % 100 * :spread) % :projects)
+    WHEN 2 THEN 'u' || ((g / 100 + g % 100 * 10) % 1000) ELSE 'd' || g END,
   r.role, datetime('now')
 FROM s CROSS JOIN r
 """
@@ -112,7 +116,8 @@ def fill(trail: Trail, n: int) -> float:
     sqlite = trail.engine.dialect.name == "sqlite"
     statements = (SQLITE_TASKS, SQLITE_LINKS, SQLITE_EVENTS, ACTIVE_LINKS) if sqlite else (
         PG_TASKS, PG_LINKS, PG_EVENTS, ACTIVE_LINKS)  # fmt: skip
-    params = {"n": n, "projects": max(n // 100, 1)}
+    projects = max(n // 100, 1)
+    params = {"n": n, "projects": projects, "spread": max(projects // 100, 1)}
     start = time.perf_counter()
     with trail.engine.begin() as conn:
         for statement in statements:
