@@ -96,8 +96,9 @@ tasks = sa.Table(
 _QUEUED = sa.text("status = 'queued'")
 _ACTIVE_LINK = sa.text("active")
 # Claiming reads the best queued task: the index holds only queued rows, in claim order.
+CLAIM_INDEX = "ix_tasktrail_tasks_claim"
 sa.Index(
-    "ix_tasktrail_tasks_claim",
+    CLAIM_INDEX,
     tasks.c.priority.desc(),
     tasks.c.id,
     postgresql_where=_QUEUED,

@@ -1,0 +1,99 @@
+"""How the databases run the claim: from the partial claim index, in claim order, without
+sorting the queue, on SQLite without statistics and in PostgreSQL's generic plan (the one a
+statement prepared by psycopg ends up with)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tasktrail import Trail
+from tasktrail.schema import CLAIM_INDEX
+from tasktrail.states import CLAIM, changes
+from tasktrail.store import statements as q
+from tasktrail.store.run_statements import claim_next as claim_next_at_once
+
+FILTERS = [(None, None), (["default", "other"], ["w.a", "w.b"])]
+
+
+def _fill(trail: Trail) -> None:
+    for number in range(300):
+        trail.submit("w.a", queue="default" if number % 2 else "other", priority=number % 3)
+    for _ in range(100):  # what a claim must not sort or wade through
+        task = trail.store.claim(worker="w")
+        assert task is not None
+        trail.store.complete_run(task.id, task.attempts, None, actor="w")
+    if trail.engine.dialect.name == "postgresql":  # as autovacuum would have by now
+        with trail.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+
+
+def _register(trail: Trail) -> None:
+    trail.task("w.a")(lambda ctx: None)
+
+
+def _as_sent(trail: Trail, statement: sa.Executable, params: dict[str, Any]) -> tuple[str, Any]:
+    """The SQL text and parameters the driver gets for ``statement`` (run, rolled back)."""
+    sent: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, text: str, parameters: Any, *_: Any) -> None:
+        sent.append((text, parameters))
+
+    with trail.engine.connect() as conn:
+        sa.event.listen(conn, "before_cursor_execute", capture)
+        with conn.begin() as transaction:
+            conn.execute(statement, params)
+            transaction.rollback()
+    return sent[-1]
+
+
+def _plan(trail: Trail, statement: sa.Executable, params: dict[str, Any]) -> str:
+    text, parameters = _as_sent(trail, statement, params)
+    with trail.engine.connect() as conn:
+        if trail.engine.dialect.name == "sqlite":
+            rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {text}", parameters).all()
+            return "\n".join(str(row[-1]) for row in rows)
+        # PREPARE the same text with every parameter NULL: EXPLAIN EXECUTE then shows the
+        # plan made without parameter values, the one a prepared statement ends up with.
+        names: list[str] = []
+
+        def numbered(match: re.Match[str]) -> str:
+            if match.group(1) not in names:
+                names.append(match.group(1))
+            return f"${names.index(match.group(1)) + 1}"
+
+        text = re.sub(r"%\((\w+)\)s", numbered, text)
+        conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        conn.exec_driver_sql(f"PREPARE tasktrail_claim AS {text}")
+        nulls = ", ".join("NULL" for _ in names)
+        rows = conn.exec_driver_sql(f"EXPLAIN EXECUTE tasktrail_claim({nulls})").all()
+        conn.rollback()
+        return "\n".join(row[0] for row in rows)
+
+
+@pytest.mark.parametrize(("queues", "names"), FILTERS)
+def test_the_claim_reads_the_claim_index_in_order(
+    trail: Trail, queues: list[str] | None, names: list[str] | None
+) -> None:
+    _register(trail)
+    _fill(trail)
+    work = changes(CLAIM, worker="w")
+    now = datetime.now(UTC)
+
+    if trail.engine.dialect.name == "sqlite":
+        claim = q.claim_next(queues, names, work, now)
+        plan = _plan(trail, claim.statement, claim.params)
+        assert f"USING INDEX {CLAIM_INDEX}" in plan
+        assert "TEMP B-TREE" not in plan  # no sort of the queued tasks
+    else:
+        claim = claim_next_at_once(queues, names, work, now, actor="w", notify=lambda *_: [])
+        plan = _plan(trail, claim.statement, claim.params)
+        assert f"Index Scan using {CLAIM_INDEX}" in plan, plan
+        assert "Sort" not in plan
+
+    claimed = trail.store.claim(worker="w", queues=queues, names=names)
+    assert claimed is not None and claimed.attempts == 1
