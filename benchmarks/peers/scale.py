@@ -137,7 +137,8 @@ def queries(trail: Trail, n: int) -> dict[str, Callable[[random.Random], object]
 
     def claim(_rng: random.Random) -> object:
         now = datetime.now(UTC)
-        claim = q.claim_next(None, None, changes(CLAIM, worker="bench"), now)
+        dialect = trail.engine.dialect.name
+        claim = q.claim_next(None, None, changes(CLAIM, worker="bench"), now, dialect)
         with trail.engine.connect() as conn, conn.begin() as tx:
             row = conn.execute(claim.statement, claim.params).first()
             tx.rollback()  # measure the claim, keep the queue as it is

@@ -85,7 +85,7 @@ def test_the_claim_reads_the_claim_index_in_order(
     now = datetime.now(UTC)
 
     if trail.engine.dialect.name == "sqlite":
-        claim = q.claim_next(queues, names, work, now)
+        claim = q.claim_next(queues, names, work, now, "sqlite")
         plan = _plan(trail, claim.statement, claim.params)
         assert f"USING INDEX {CLAIM_INDEX}" in plan
         assert "TEMP B-TREE" not in plan  # no sort of the queued tasks

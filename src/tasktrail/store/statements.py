@@ -144,6 +144,7 @@ def claim_next(
     names: Collection[str] | None,
     changes: Mapping[str, Any],
     now: datetime,
+    dialect: str,
 ) -> Bound:
     """Move the next queued task (highest priority, then oldest; of ``queues`` and
     ``names`` when given) to running, setting the state machine's ``changes``.
@@ -154,7 +155,7 @@ def claim_next(
     shape, params = shape_of(changes)
     params |= claim_filters(queues, names)
     params["arg_now"] = now
-    return Bound(claim_next_statement(bool(queues), names is not None, shape, "sqlite"), params)
+    return Bound(claim_next_statement(bool(queues), names is not None, shape, dialect), params)
 
 
 def claim_filters(queues: Collection[str] | None, names: Collection[str] | None) -> dict[str, Any]:

@@ -591,7 +591,7 @@ class Store(AggregateQueries):
     ) -> TaskRecord | None:
         """``claim`` inside the transaction of ``conn`` (SQLite)."""
         now = now or self.clock()
-        claim = q.claim_next(queues, names, changes(CLAIM, worker=worker), now)
+        claim = q.claim_next(queues, names, changes(CLAIM, worker=worker), now, self.dialect)
         row = conn.execute(claim.statement, claim.params).one_or_none()
         if row is None:
             return None
