@@ -1,6 +1,7 @@
 """The embedded worker: claims queued tasks from the database and runs them — sync functions
 on a pool of threads, async ones on one event loop — through the same ``Runner`` every
-executor uses.
+executor uses. A thread whose task completes claims its next task in the same write as the
+completion and runs it; the dispatch thread claims into the slots left free.
 
 Besides running tasks it keeps them honest: one heartbeat statement per beat for all of its
 runs, a reaper for the runs of workers that died, a forced end for runs that ignore a
