@@ -542,21 +542,41 @@ class Store(AggregateQueries):
         updated = TaskRecord.from_row(row._mapping)
         if updated.status.is_active != current.status.is_active:
             conn.execute(q.set_links_active(current.id, updated.status.is_active))
+        self._transition_event(
+            conn, updated, current.status, transition, step=updated.current_step,
+            message=message, data=data, actor=actor, now=now,
+        )  # fmt: skip
+        return updated
+
+    def _transition_event(
+        self,
+        conn: Connection,
+        updated: TaskRecord,
+        from_status: Status,
+        transition: Transition,
+        *,
+        step: str | None,
+        message: str | None,
+        data: dict[str, Any] | None,
+        actor: str | None,
+        now: datetime,
+    ) -> None:
+        """The event of ``transition`` having moved a task from ``from_status`` to
+        ``updated``."""
         self._event(
             conn,
-            task_id=current.id,
+            task_id=updated.id,
             type="transition",
-            from_status=current.status,
+            from_status=from_status,
             to_status=updated.status,
             progress=updated.progress,
-            step=updated.current_step,
+            step=step,
             message=message,
             data={"transition": transition.name, **(data or {})},
             actor=actor,
             now=now,
             queue=updated.queue,
         )
-        return updated
 
     def claim(
         self,
@@ -596,18 +616,11 @@ class Store(AggregateQueries):
         if row is None:
             return None
         claimed = TaskRecord.from_row(row._mapping)
-        self._event(
-            conn,
-            task_id=claimed.id,
-            type="transition",
-            from_status=Status.QUEUED,
-            to_status=Status.RUNNING,
-            progress=claimed.progress,
+        self._transition_event(
+            conn, claimed, Status.QUEUED, CLAIM, step=None,
             message=f"attempt {claimed.attempts} of {claimed.max_attempts}",
-            data={"transition": CLAIM.name, "attempt": claimed.attempts},
-            actor=actor,
-            now=now,
-        )
+            data={"attempt": claimed.attempts}, actor=actor, now=now,
+        )  # fmt: skip
         return claimed
 
     def claim_task(
