@@ -17,6 +17,7 @@ from sqlalchemy import event
 from tasktrail import DoNotRetry, EventRecord, Status, TaskContext, TaskRecord, Trail, Worker
 from tasktrail.errors import InvalidInput
 from tasktrail.retries import JITTER
+from tasktrail.worker import POLL_WITH_LISTEN
 
 #: Threads that tests release: a gated task waits for its gate before it returns.
 GATES: dict[str, threading.Event] = {}
@@ -156,10 +157,8 @@ def test_a_task_queued_by_another_process_is_found(
     # A second Trail has its own executor: like another process, it cannot wake us directly.
     other = Trail(database_url)
     other.registry = tasks.registry
-    sqlite = database_url.startswith("sqlite")
-    # On PostgreSQL only NOTIFY can find it in time; SQLite has to poll.
-    worker = start(poll_interval=None if sqlite else 60)
-    assert worker.poll_interval == (0.5 if sqlite else 60)
+    # No polling: only NOTIFY (PostgreSQL) or the commit watcher (SQLite) finds it in time.
+    start(poll_interval=60)
     try:
         first = other.submit("w.add", {"a": 1, "b": 1})
         wait_for(lambda: ended(tasks, first.id), timeout=10, what="the first task")
@@ -167,6 +166,13 @@ def test_a_task_queued_by_another_process_is_found(
         assert wait_for(lambda: ended(tasks, second.id), timeout=10).result == 4
     finally:
         other.close()
+
+
+def test_polling_is_only_a_safety_net_where_other_processes_can_be_heard(
+    tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    # PostgreSQL LISTEN, or a SQLite file's commit watcher: both hear other processes.
+    assert start().poll_interval == POLL_WITH_LISTEN
 
 
 def ran_after_due(trail: Trail, task_id: str, due: datetime) -> float:
@@ -195,9 +201,8 @@ def test_a_task_scheduled_by_another_process_runs_when_due(
 ) -> None:
     other = Trail(database_url)  # its own executor: it cannot wake this worker directly
     other.registry = tasks.registry
-    sqlite = database_url.startswith("sqlite")
-    # On PostgreSQL only NOTIFY can tell the worker in time; SQLite has to poll.
-    start(poll_interval=None if sqlite else 60)
+    # No polling: only NOTIFY (PostgreSQL) or the commit watcher (SQLite) tells it in time.
+    start(poll_interval=60)
     try:
         first = other.submit("w.add", {"a": 1, "b": 1})
         wait_for(lambda: ended(tasks, first.id), timeout=10, what="the first task")

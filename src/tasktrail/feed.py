@@ -9,8 +9,8 @@ never to commit. A reconnecting client that passes the last id it saw therefore 
 nothing lost and nothing repeated, and a slow client only slows its own reads.
 
 The hub moves the safe id forward when something may have changed: this process committed
-events (``Store.on_events``), PostgreSQL sent ``NOTIFY tasktrail_events`` (another process
-did), or a poll timer fired (the only way to hear other processes on SQLite).
+events (``Store.on_events``), another process did (PostgreSQL sent ``NOTIFY
+tasktrail_events``; on a SQLite file, the commit watcher saw a commit), or a poll timer fired.
 
 Reading once for everyone: each time the safe id moves, the hub reads the new events once
 and keeps the latest ones in memory. Subscribers by task (or to everything) whose cursor is
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from tasktrail.errors import InvalidInput
 from tasktrail.records import EventRecord
 from tasktrail.store import Store
-from tasktrail.store.listen import NotificationListener, listen_for_events
+from tasktrail.store.listen import Listening, listen_for_events
 
 logger = logging.getLogger("tasktrail.feed")
 #: How far back the hub looks for gaps when it starts.
@@ -68,7 +68,7 @@ class _Hub:
     _advanced: asyncio.Event = field(default_factory=asyncio.Event)
     _gaps: dict[int, float] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
-    _listener: NotificationListener | None = None
+    _listener: Listening | None = None
     _unregister: list[Callable[[], None]] = field(default_factory=list)
     #: The latest events, in id order: every committed event with an id in
     #: (``window_start``, ``safe_id``] is here.
@@ -79,7 +79,8 @@ class _Hub:
         self._unregister.append(self.store.on_events(self.poke))
         self._listener = listen_for_events(self.store.engine, self.poke)
         if self.poll_interval is None:
-            # With NOTIFY, polling is a safety net; without it, it is how others are heard.
+            # With NOTIFY (or a SQLite file's commit watcher) polling is a safety net;
+            # without either, it is how others are heard.
             self.poll_interval = 0.2 if self._listener is None else 2.0
         self._task = self.loop.create_task(self._run())
 
@@ -91,7 +92,7 @@ class _Hub:
         if self._task is not None:
             self._task.cancel()
         if self._listener is not None:
-            self._listener.stop(timeout=0)
+            self._listener.close(timeout=0)
 
     def poke(self) -> None:
         """Something may have committed: refresh soon. Safe to call from any thread."""

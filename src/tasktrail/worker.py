@@ -8,9 +8,9 @@ runs, a reaper for the runs of workers that died, a forced end for runs that ign
 cancel, and a graceful shutdown that puts unfinished runs back in the queue.
 
 Waking up costs nothing while idle: a task submitted in this process wakes the worker
-through the ``EmbeddedExecutor``; on PostgreSQL a ``LISTEN`` connection hears tasks queued
-by other processes; on SQLite the worker polls, briefly. Scheduled tasks are promoted when
-the earliest of them falls due, not on a fixed tick.
+through the ``EmbeddedExecutor``; tasks queued by other processes are heard through a
+``LISTEN`` connection on PostgreSQL, and on a SQLite file by watching its commits.
+Scheduled tasks are promoted when the earliest of them falls due, not on a fixed tick.
 """
 
 from __future__ import annotations
@@ -35,14 +35,15 @@ from tasktrail.runner import NextClaim, Runner
 from tasktrail.settings import heartbeat_settings, positive
 from tasktrail.states import CANCEL, REQUEUE, Status
 from tasktrail.store.channels import SCHEDULED_PAYLOAD
-from tasktrail.store.listen import QueueListener, listen_for_queued
+from tasktrail.store.listen import Listening, listen_for_queued
 from tasktrail.trail import Trail
 
 logger = logging.getLogger("tasktrail.worker")
 
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 DEFAULT_CANCEL_GRACE = 10.0
-#: With NOTIFY, polling is only a safety net; without it, polling is how work is found.
+#: With NOTIFY or a SQLite file's commit watcher, polling is only a safety net; without
+#: either (an in-memory database), polling is how work from elsewhere is found.
 POLL_WITH_LISTEN = 5.0
 POLL_WITHOUT_LISTEN = 0.5
 _MIN_WAIT = 0.01
@@ -82,7 +83,8 @@ class Worker:
     heartbeat interval, at that heartbeat). ``stop`` waits
     ``shutdown_timeout`` seconds for running tasks before it queues them again.
     ``poll_interval`` is how often the database is checked without a wake-up (default 5 s
-    with PostgreSQL ``LISTEN``, else 0.5 s).
+    when other processes can be heard: PostgreSQL ``LISTEN``, a SQLite file's commits;
+    else 0.5 s).
     """
 
     def __init__(
@@ -134,7 +136,7 @@ class Worker:
         self._promote_at = 0.0
         self._unwatch_due: Callable[[], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._listener: QueueListener | None = None
+        self._listener: Listening | None = None
         self._threads: dict[str, threading.Thread] = {}
 
     # -- lifecycle ----------------------------------------------------------------------

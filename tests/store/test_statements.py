@@ -5,13 +5,15 @@ statement prepared by psycopg ends up with)."""
 from __future__ import annotations
 
 import re
+import sqlite3
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from tasktrail import Trail
+from tasktrail import TaskRecord, Trail
 from tasktrail.schema import CLAIM_INDEX
 from tasktrail.states import CLAIM, changes
 from tasktrail.store import statements as q
@@ -97,3 +99,45 @@ def test_the_claim_reads_the_claim_index_in_order(
 
     claimed = trail.store.claim(worker="w", queues=queues, names=names)
     assert claimed is not None and claimed.attempts == 1
+
+
+@pytest.mark.parametrize(("queues", "names"), FILTERS)
+def test_the_look_before_a_claim_finds_what_the_claim_takes(
+    trail: Trail, queues: list[str] | None, names: list[str] | None
+) -> None:
+    _register(trail)
+    _fill(trail)
+    dialect = trail.engine.dialect.name
+    peek = q.next_queued(queues, names, dialect)
+    plan = _plan(trail, peek.statement, peek.params)
+    assert CLAIM_INDEX in plan, plan
+    assert "TEMP B-TREE" not in plan and "Sort" not in plan
+
+    with trail.engine.connect() as conn:
+        next_id = conn.execute(peek.statement, peek.params).scalar_one()
+    claimed = trail.store.claim(worker="w", queues=queues, names=names)
+    assert claimed is not None and claimed.id == next_id
+
+
+def test_a_claim_with_nothing_queued_waits_for_no_write_lock(trail: Trail) -> None:
+    if trail.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite has one write lock for the whole file; PostgreSQL locks rows")
+    _register(trail)
+    trail.submit("w.a", queue="other")
+    path = trail.engine.url.database
+    assert path is not None
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process's long write transaction
+    try:
+        claimed: list[TaskRecord | None] = []
+        claiming = threading.Thread(
+            target=lambda: claimed.append(trail.store.claim(worker="w", queues=["default"]))
+        )
+        claiming.start()
+        # Behind the write lock it would wait out the 30 s busy timeout; as a reader it
+        # sees the empty queue at once.
+        claiming.join(timeout=10)
+        assert not claiming.is_alive() and claimed == [None]
+    finally:
+        writer.rollback()
+        writer.close()

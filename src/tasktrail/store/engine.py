@@ -81,6 +81,17 @@ def ping_idle_connections(engine: Engine, after: float) -> None:
             raise
 
 
+def detached_connection(engine: Engine) -> Any:
+    """A new DBAPI connection made exactly as ``engine`` makes its pooled ones (the same
+    connect arguments and ``connect`` listeners), which the pool then forgets: for a
+    listener that holds a connection of its own for as long as it runs."""
+    pooled = engine.raw_connection()
+    conn = pooled.driver_connection
+    pooled.detach()
+    assert conn is not None
+    return conn
+
+
 def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
     connect_args = kwargs.pop("connect_args", {})
     connect_args.setdefault("check_same_thread", False)

@@ -1,11 +1,14 @@
-"""Hearing, across processes, that tasks were queued: PostgreSQL ``LISTEN``.
+"""Hearing, across processes, that tasks were queued or events committed.
 
-The store sends ``pg_notify('tasktrail_queued', <queue>)`` in the same transaction that
-queues a task (with an empty payload when a task becomes scheduled), so a listener hears
-it once that transaction commits; and ``tasktrail_events`` once events have been committed
-(see ``hints``; ``listen_for_events`` serves the live event feed). SQLite has
-no such channel (nor do PostgreSQL drivers other than psycopg 3); there
-``listen_for_queued`` returns None and workers poll.
+PostgreSQL: ``LISTEN``. The store sends ``pg_notify('tasktrail_queued', <queue>)`` in the
+same transaction that queues a task (with an empty payload when a task becomes scheduled),
+so a listener hears it once that transaction commits; and ``tasktrail_events`` once events
+have been committed (see ``hints``; ``listen_for_events`` serves the live event feed).
+
+A SQLite file has no channels, but a ``CommitWatcher`` (``watch``) hears every commit to it,
+which each listener takes as "look again". Only where neither applies (an in-memory SQLite
+database, a PostgreSQL driver other than psycopg 3) do these functions return None, and
+the caller must poll.
 """
 
 from __future__ import annotations
@@ -13,16 +16,25 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
 
 from tasktrail.store.channels import EVENTS_CHANNEL, QUEUED_CHANNEL, SCHEDULED_PAYLOAD
+from tasktrail.store.engine import detached_connection
+from tasktrail.store.watch import watch_commits
 
 logger = logging.getLogger("tasktrail.listen")
 #: How long one wait for notifications lasts; bounds how late ``close`` is noticed.
 _WAIT_SECONDS = 1.0
 _RECONNECT_SECONDS = 1.0
+
+
+class Listening(Protocol):
+    """A started listener of either kind; ``close`` stops it and releases its connection
+    (``timeout``: how long to wait for its thread; 0, not at all)."""
+
+    def close(self, *, timeout: float | None = ...) -> None: ...
 
 
 class QueueListener:
@@ -55,7 +67,7 @@ class QueueListener:
         self._thread.start()
         return self._listening.wait(timeout)
 
-    def close(self, *, timeout: float = 2 * _WAIT_SECONDS) -> None:
+    def close(self, *, timeout: float | None = 2 * _WAIT_SECONDS) -> None:
         """Stop listening and close the connection."""
         self._closed.set()
         if self._thread.is_alive():
@@ -94,12 +106,7 @@ def connector(engine: Engine) -> Callable[[], Any]:
     """Opens an autocommit psycopg connection with ``engine``'s own connect arguments."""
 
     def connect() -> Any:
-        # A connection taken out of the engine's pool, so it is made exactly as the
-        # engine makes them, and detached, so the pool forgets it.
-        pooled = engine.raw_connection()
-        conn = pooled.driver_connection
-        pooled.detach()
-        assert conn is not None
+        conn = detached_connection(engine)
         conn.rollback()
         conn.autocommit = True
         return conn
@@ -112,11 +119,13 @@ def listen_for_queued(
     on_queued: Callable[[str], None],
     *,
     queues: Collection[str] | None = None,
-) -> QueueListener | None:
-    """A started listener for tasks queued on ``engine``'s database, or None when the
-    database cannot notify (SQLite), in which case the caller must poll."""
+) -> Listening | None:
+    """A started listener calling ``on_queued(queue)`` for tasks queued on ``engine``'s
+    database, and ``on_queued("")`` to say "look again, at when scheduled tasks fall due
+    too" (on a SQLite file, after every commit); None when the database can do neither,
+    in which case the caller must poll."""
     if not can_listen(engine):
-        return None
+        return watch_commits(engine, lambda: on_queued(SCHEDULED_PAYLOAD))
     listener = QueueListener(connector(engine), on_queued, queues=queues)
     if not listener.start():
         logger.warning("LISTEN is not in place yet; relying on polling until it is")
@@ -148,7 +157,7 @@ class NotificationListener:
         """Start listening in a background thread."""
         self._thread.start()
 
-    def stop(self, timeout: float | None = 5.0) -> None:
+    def close(self, *, timeout: float | None = 5.0) -> None:
         """Stop listening and close the connection; wait up to ``timeout`` seconds for the
         thread to end (0: do not wait; it ends within a second on its own)."""
         self._stopped.set()
@@ -173,11 +182,12 @@ class NotificationListener:
                 self._stopped.wait(_RECONNECT_SECONDS)
 
 
-def listen_for_events(engine: Engine, callback: Callable[[], None]) -> NotificationListener | None:
+def listen_for_events(engine: Engine, callback: Callable[[], None]) -> Listening | None:
     """A started listener calling ``callback()`` whenever events commit on ``engine``'s
-    database, or None when it cannot notify (the caller must poll)."""
+    database (on a SQLite file, whenever anything commits), or None when it can hear
+    neither (the caller must poll)."""
     if not can_listen(engine):
-        return None
+        return watch_commits(engine, callback)
     listener = NotificationListener(connector(engine), callback)
     listener.start()
     return listener

@@ -177,6 +177,35 @@ def claim_next_statement(
 ) -> sa.Update:
     """``claim_next``'s statement (its parameters: ``claim_next``; the values of ``shape``
     named ``prefix`` + column)."""
+    candidate = next_queued_statement(by_queue, by_name, dialect).with_for_update(skip_locked=True)
+    # No second "status = 'queued'" here: the candidate is locked (PostgreSQL) or the write
+    # lock is held (SQLite), so it is still queued; and with it, PostgreSQL finds the row
+    # through the claim index, scanning it all, instead of by primary key.
+    return (
+        sa.update(tasks)
+        .where(tasks.c.id == candidate.scalar_subquery())
+        .values(
+            status=Status.RUNNING.value,
+            updated_at=NOW,
+            version=tasks.c.version + 1,
+            **set_clause(shape, prefix),
+        )
+        .returning(*tasks.c)
+    )
+
+
+def next_queued(
+    queues: Collection[str] | None, names: Collection[str] | None, dialect: str
+) -> Bound:
+    """The id of the task that ``claim_next`` would claim now (of ``queues`` and ``names``
+    when given), if any, read without locking it."""
+    params = claim_filters(queues, names)
+    return Bound(next_queued_statement(bool(queues), names is not None, dialect), params)
+
+
+@cache
+def next_queued_statement(by_queue: bool, by_name: bool, dialect: str) -> sa.Select[Any]:
+    """``next_queued``'s statement (its parameters: ``claim_filters``)."""
     # 'queued' written out, not a parameter: only then can SQLite and PostgreSQL (in the
     # generic plan of a prepared statement) see that the partial claim index applies.
     queued = sa.literal_column(f"'{Status.QUEUED.value}'", sa.String())
@@ -193,25 +222,7 @@ def claim_next_statement(
         candidate = candidate.where(_one_of(columns["queue"], "arg_queues", dialect))
     if by_name:
         candidate = candidate.where(_one_of(columns["name"], "arg_names", dialect))
-    candidate = (
-        candidate.order_by(columns["priority"].desc(), columns["id"])
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    )
-    # No second "status = 'queued'" here: the candidate is locked (PostgreSQL) or the write
-    # lock is held (SQLite), so it is still queued; and with it, PostgreSQL finds the row
-    # through the claim index, scanning it all, instead of by primary key.
-    return (
-        sa.update(tasks)
-        .where(tasks.c.id == candidate.scalar_subquery())
-        .values(
-            status=Status.RUNNING.value,
-            updated_at=NOW,
-            version=tasks.c.version + 1,
-            **set_clause(shape, prefix),
-        )
-        .returning(*tasks.c)
-    )
+    return candidate.order_by(columns["priority"].desc(), columns["id"]).limit(1)
 
 
 def _one_of(column: sa.ColumnClause[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:

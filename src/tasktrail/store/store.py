@@ -596,6 +596,12 @@ class Store(AggregateQueries):
             )  # fmt: skip
             row = self._write_at_once(bound)
             return None if row is None else TaskRecord.from_row(row._mapping)
+        # SQLite: every write transaction takes the one write lock that all workers share,
+        # so a claim with nothing to take first looks, as a reader, without it.
+        peek = q.next_queued(queues, names, self.dialect)
+        with self.engine.connect() as c:
+            if c.execute(peek.statement, peek.params).first() is None:
+                return None
         with self.writing() as c:
             return self._claim_in(c, worker, queues, names, actor=actor or worker, now=now)
 

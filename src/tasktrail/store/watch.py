@@ -1,0 +1,107 @@
+"""Hearing, across processes, that something was committed to a SQLite file.
+
+SQLite has no ``NOTIFY``. But ``PRAGMA data_version`` changes whenever another connection,
+in this process or any other, commits to the file, and reading it costs a few microseconds
+of shared memory (no lock, no transaction). A watcher polls it on a connection of its own
+and calls back when it moved: what PostgreSQL's ``LISTEN`` gives, a poll interval later,
+so a worker in another process starts a submitted task within milliseconds instead of at
+its next look at the queue, and the event feed tails other processes' events as closely.
+
+The callback says only that something committed (a task queued, an event, any write): the
+listener looks for itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from tasktrail.store.engine import detached_connection
+
+logger = logging.getLogger("tasktrail.watch")
+#: Seconds between two looks at ``data_version``: the latency it adds, half of it on average.
+WATCH_INTERVAL = 0.01
+_RECONNECT_SECONDS = 1.0
+
+
+class CommitWatcher:
+    """Calls ``on_commit()`` in its own thread soon after anything is committed to the
+    SQLite file that ``connect`` opens, and once when it starts watching (commits made
+    before cannot be told apart). Several commits between two looks make one call."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        on_commit: Callable[[], None],
+        *,
+        interval: float = WATCH_INTERVAL,
+    ) -> None:
+        self._connect = connect
+        self._on_commit = on_commit
+        self._interval = interval
+        self._closed = threading.Event()
+        self._watching = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tasktrail-watch", daemon=True)
+
+    def start(self, *, timeout: float = 10.0) -> bool:
+        """Start watching; returns once the first look was taken (True) or after ``timeout``
+        seconds (False, and the watcher keeps trying)."""
+        self._thread.start()
+        return self._watching.wait(timeout)
+
+    def close(self, *, timeout: float | None = 1.0) -> None:
+        """Stop watching and close the connection; wait up to ``timeout`` seconds for the
+        thread to end (0: do not wait; it ends within one interval on its own)."""
+        self._closed.set()
+        if self._thread.is_alive() and timeout != 0:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self._watch()
+            except Exception:
+                logger.warning("lost the SQLite watch connection; reconnecting", exc_info=True)
+                self._watching.clear()
+                self._closed.wait(_RECONNECT_SECONDS)
+
+    def _watch(self) -> None:
+        with contextlib.closing(self._connect()) as conn:
+            seen = _data_version(conn)
+            self._watching.set()
+            self._on_commit()
+            while not self._closed.wait(self._interval):
+                if (version := _data_version(conn)) != seen:
+                    seen = version
+                    self._on_commit()
+
+
+def _data_version(conn: Any) -> int:
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def can_watch(engine: Engine) -> bool:
+    """Whether ``engine`` is on a SQLite file that other connections can write to (not an
+    in-memory database, which only its own connection sees)."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite":
+        return False
+    database = url.database or ""
+    return database not in ("", ":memory:") and url.query.get("mode") != "memory"
+
+
+def watch_commits(engine: Engine, on_commit: Callable[[], None]) -> CommitWatcher | None:
+    """A started watcher of commits to ``engine``'s SQLite file, or None when the database
+    is not a SQLite file."""
+    if not can_watch(engine):
+        return None
+
+    watcher = CommitWatcher(lambda: detached_connection(engine), on_commit)
+    if not watcher.start():
+        logger.warning("the SQLite commit watcher is not in place yet; relying on polling")
+    return watcher
