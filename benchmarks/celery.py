@@ -5,6 +5,11 @@ default 2) and ``BENCH_CELERY_TASKS`` tasks (default 1000) that each report thre
 steps; the figure is tasks/s from the first submit to the last result. The clock starts
 once the worker answers a control ping, and a figure is reported only when every task
 returned its own ``n`` (checked the same way on both sides).
+
+The idle latency (``*_latency``) runs the lifecycle benchmark's way
+(``benchmarks/peers/lifecycle.py``): a worker of its own, ready, then one task at a time with
+``pauses()`` between; p50 and p95 of submit → completed, from the timestamps each side
+records (see the functions).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +35,11 @@ from benchmarks.celery_apps import (
     PLAIN_TASK,
     RESULT_BACKEND,
     make_plain_app,
-    tracked_app,
+    make_tracked_app,
     tracked_trail,
 )
-from tasktrail import Status
+from benchmarks.peers.lifecycle import idle_latencies, quantiles, tasktrail_latency
+from tasktrail import Status, Trail
 
 TASKS = int(os.environ.get("BENCH_CELERY_TASKS", "1000"))
 CONCURRENCY = int(os.environ.get("BENCH_CELERY_CONCURRENCY", "2"))
@@ -69,15 +76,47 @@ def celery_worker(app: str, client: Celery, queue: str, env: dict[str, str]) -> 
         log.close()
 
 
-def check_results(system: str, results: list[Any]) -> None:
-    """Raise unless task ``n`` of the run returned ``n``, for every ``n``: a figure for a
-    run that lost or failed tasks would be meaningless."""
+@contextmanager
+def plain_worker(result_backend: str) -> Iterator[tuple[Celery, str]]:
+    """A ready ``celery worker`` of ``plain_app`` storing into ``result_backend``, on a queue
+    of its own; yields the client app to send with and that queue."""
+    queue = f"bench-plain-{uuid.uuid4().hex[:6]}"
+    env = {"BENCH_RESULT_BACKEND": result_backend}
+    client = make_plain_app(result_backend)
+    with celery_worker("benchmarks.celery_apps:plain_app", client, queue, env):
+        yield client, queue
+
+
+@contextmanager
+def tracked_worker(database_url: str) -> Iterator[tuple[Trail, str]]:
+    """A ready ``celery worker`` of ``tracked_app`` recording into ``database_url``, on a
+    queue of its own; yields the Trail to submit with (closed afterwards) and that queue."""
+    queue = f"bench-tracked-{uuid.uuid4().hex[:6]}"
+    client = make_tracked_app()
+    trail = tracked_trail(database_url, client)
+    try:
+        env = {"TASKTRAIL_DATABASE_URL": database_url}
+        with celery_worker("benchmarks.celery_apps:tracked_app", client, queue, env):
+            yield trail, queue
+    finally:
+        trail.close()
+
+
+def check_results(system: str, results: list[Any], total: int = TASKS) -> None:
+    """Raise unless task ``n`` of the run returned ``n``, for every ``n`` below ``total``: a
+    figure for a run that lost or failed tasks would be meaningless."""
     wrong = [n for n, value in enumerate(results) if value != n]
-    if len(results) != TASKS or wrong:
+    if len(results) != total or wrong:
         raise RuntimeError(
-            f"{system}: {len(wrong) + TASKS - len(results)} of {TASKS} tasks did not complete "
+            f"{system}: {len(wrong) + total - len(results)} of {total} tasks did not complete "
             f"with their result (first: {wrong[:5]}); no figure reported"
         )
+
+
+def tracked_results(trail: Trail, ids: list[str]) -> list[Any]:
+    """The result of each task of ``ids`` that completed, ``None`` for the others."""
+    tasks = [trail.get(task_id) for task_id in ids]
+    return [task.result if task.status is Status.COMPLETED else None for task in tasks]
 
 
 def _timed(run: Callable[[], None]) -> float:
@@ -88,11 +127,8 @@ def _timed(run: Callable[[], None]) -> float:
 
 def plain_celery(result_backend: str) -> float:
     """Tasks/s for Celery alone, progress via ``update_state`` into ``result_backend``."""
-    queue = f"bench-plain-{uuid.uuid4().hex[:6]}"
-    env = {"BENCH_RESULT_BACKEND": result_backend}
-    client = make_plain_app(result_backend)
     results: list[Any] = []
-    with celery_worker("benchmarks.celery_apps:plain_app", client, queue, env):
+    with plain_worker(result_backend) as (client, queue):
 
         def run() -> None:
             sent = [client.send_task(PLAIN_TASK, (n,), queue=queue) for n in range(TASKS)]
@@ -105,25 +141,52 @@ def plain_celery(result_backend: str) -> float:
 
 def tracked_celery(database_url: str) -> float:
     """Tasks/s for Celery through tasktrail, every step recorded in ``database_url``."""
-    queue = f"bench-tracked-{uuid.uuid4().hex[:6]}"
-    trail = tracked_trail(database_url)
     ids: list[str] = []
-    try:
-        env = {"TASKTRAIL_DATABASE_URL": database_url}
-        with celery_worker("benchmarks.celery_apps:tracked_app", tracked_app, queue, env):
+    with tracked_worker(database_url) as (trail, queue):
 
-            def run() -> None:
-                for n in range(TASKS):
-                    ids.append(trail.submit("bench.tracked", {"n": n}, queue=queue).id)
-                while trail.list_tasks(status=["queued", "running"], limit=1).items:
-                    time.sleep(0.05)
+        def run() -> None:
+            for n in range(TASKS):
+                ids.append(trail.submit("bench.tracked", {"n": n}, queue=queue).id)
+            while trail.list_tasks(status=["queued", "running"], limit=1).items:
+                time.sleep(0.05)
 
-            rate = _timed(run)
-        tasks = [trail.get(task_id) for task_id in ids]
-        check_results(
-            "Celery through tasktrail",
-            [task.result if task.status is Status.COMPLETED else None for task in tasks],
-        )
-        return rate
-    finally:
-        trail.close()
+        rate = _timed(run)
+        check_results("Celery through tasktrail", tracked_results(trail, ids))
+    return rate
+
+
+def plain_celery_latency(result_backend: str, samples: int) -> tuple[float, float]:
+    """p50 and p95 in ms of submit → completed for Celery alone (``update_state`` progress
+    into ``result_backend``): ``samples`` tasks sent one at a time to an idle, ready worker.
+    Submit is the wall clock just before ``send_task``; completed is the result's
+    ``date_done``, which the worker stamps (its wall clock, UTC) as it stores the result.
+    The client waits for each result with ``get`` (pub/sub on Redis, no polling interval)."""
+    results: list[Any] = []
+    with plain_worker(result_backend) as (client, queue):
+
+        def sample() -> float:
+            submitted = datetime.now(UTC)
+            result = client.send_task(PLAIN_TASK, (len(results),), queue=queue)
+            results.append(result.get(timeout=60))
+            return float((result.date_done - submitted).total_seconds() * 1e3)
+
+        millis = idle_latencies(samples, sample)
+    check_results(f"Celery ({result_backend.split(':')[0]} results)", results, samples)
+    return quantiles(millis)
+
+
+def tracked_celery_latency(database_url: str, samples: int) -> tuple[float, float]:
+    """p50 and p95 in ms of submit → completed for Celery through tasktrail: ``samples``
+    tasks submitted one at a time to an idle, ready worker, timed by tasktrail's own
+    ``created_at`` → ``completed_at`` (as the lifecycle's tasktrail rows)."""
+    ids: list[str] = []
+    with tracked_worker(database_url) as (trail, queue):
+
+        def sample() -> float:
+            task = trail.submit("bench.tracked", {"n": len(ids)}, queue=queue)
+            ids.append(task.id)
+            return tasktrail_latency(trail, task)
+
+        millis = idle_latencies(samples, sample)
+        check_results("Celery through tasktrail", tracked_results(trail, ids), samples)
+    return quantiles(millis)

@@ -50,12 +50,18 @@ PLAIN_TASK = "bench.plain"
 plain_app = make_plain_app(RESULT_BACKEND)
 
 
-tracked_app = _configure(Celery("bench_tracked", broker=BROKER_URL))
+def make_tracked_app() -> Celery:
+    """A Celery app for tasktrail's executor (no result backend: tasktrail stores results).
+    Each Trail needs one of its own: its executor registers ``tasktrail.run`` on it."""
+    return _configure(Celery("bench_tracked", broker=BROKER_URL))
 
 
-def tracked_trail(database_url: str) -> Trail:
-    """The tasktrail side: a Trail on ``database_url`` sending its tasks to ``tracked_app``."""
-    trail = Trail(database_url, executor=CeleryExecutor(tracked_app), auto_migrate=True)
+tracked_app = make_tracked_app()
+
+
+def tracked_trail(database_url: str, app: Celery = tracked_app) -> Trail:
+    """The tasktrail side: a Trail on ``database_url`` sending its tasks to ``app``."""
+    trail = Trail(database_url, executor=CeleryExecutor(app), auto_migrate=True)
 
     @trail.task("bench.tracked", progress_interval=0)
     def tracked(ctx: TaskContext, n: int) -> int:

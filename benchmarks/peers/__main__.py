@@ -4,7 +4,8 @@ them, with the machine description and a chart per table, under ``benchmarks/res
 
 Environment: ``BENCH_PARTS`` (``lifecycle,scale``), ``BENCH_TASKS`` (5000),
 ``BENCH_SAMPLES`` (200), ``BENCH_REPEATS`` (3), ``BENCH_SCALE_SIZES`` (``10000,100000,1000000``),
-``BENCH_CELERY=1`` to add the Celery rows of ``benchmarks/celery.py``.
+``BENCH_CELERY=1`` to add the Celery rows of ``benchmarks/celery.py`` (tasks/s, and the idle
+latency of Celery alone with Redis results and of Celery through tasktrail).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from benchmarks.databases import postgres_database, sqlite_database
@@ -22,6 +24,7 @@ from benchmarks.peers.lifecycle import Figures
 TASKS = int(os.environ.get("BENCH_TASKS", "5000"))
 SAMPLES = int(os.environ.get("BENCH_SAMPLES", "200"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+CELERY_REDIS = "Celery alone (Redis results)"
 PARTS = os.environ.get("BENCH_PARTS", "lifecycle,scale").split(",")
 SIZES = [int(s) for s in os.environ.get("BENCH_SCALE_SIZES", "10000,100000,1000000").split(",")]
 
@@ -40,18 +43,38 @@ def one_round() -> dict[str, Figures]:
     return figures
 
 
-def celery_rows() -> dict[str, float]:
-    """The hook for the Celery rows: tasks/s of ``benchmarks/celery.py``'s runs (Celery
-    through tasktrail, Celery alone) when ``BENCH_CELERY=1``; empty otherwise."""
+@dataclass(frozen=True)
+class CeleryRow:
+    """One Celery system's figures: tasks/s, and its idle latency (p50, p95 ms) if measured."""
+
+    tasks_per_s: float
+    latency_ms: tuple[float, float] | None = None
+
+
+def celery_rows() -> dict[str, CeleryRow]:
+    """The hook for the Celery rows of ``benchmarks/celery.py``'s runs (Celery through
+    tasktrail, Celery alone) when ``BENCH_CELERY=1``; empty otherwise. Tasks/s for each, and
+    the idle latency over ``SAMPLES`` tasks for Celery through tasktrail (on a database of
+    its own) and Celery alone with Redis results."""
     if os.environ.get("BENCH_CELERY") != "1":
         return {}
     from benchmarks import celery
 
-    with postgres_database() as tracked_db, postgres_database() as results_db:
+    redis = celery.REDIS_RESULTS
+    with (
+        postgres_database() as tracked_db,
+        postgres_database() as latency_db,
+        postgres_database() as results_db,
+    ):
         return {
-            "Celery through tasktrail (postgresql)": celery.tracked_celery(tracked_db),
-            "Celery alone (PostgreSQL results)": celery.plain_celery("db+" + results_db),
-            "Celery alone (Redis results)": celery.plain_celery(celery.REDIS_RESULTS),
+            "Celery through tasktrail (postgresql)": CeleryRow(
+                celery.tracked_celery(tracked_db),
+                celery.tracked_celery_latency(latency_db, SAMPLES),
+            ),
+            "Celery alone (PostgreSQL results)": CeleryRow(celery.plain_celery("db+" + results_db)),
+            CELERY_REDIS: CeleryRow(
+                celery.plain_celery(redis), celery.plain_celery_latency(redis, SAMPLES)
+            ),
         }
 
 
@@ -99,7 +122,6 @@ def lifecycle_section() -> str:
          ratio(rounds, lambda f: f.commits_per_task)],
         ["tasktrail PG p50 latency ÷ Procrastinate p50 latency", ratio(rounds, lambda f: f.p50_ms)],
     ]  # fmt: skip
-    extra = celery_rows()
     text = [
         "## Tracked lifecycle",
         "",
@@ -112,23 +134,8 @@ def lifecycle_section() -> str:
         markdown_or_print(headers, rows),
         "",
         markdown_or_print(["ratio (same round, median)", "value"], ratios),
+        *celery_text(rounds, celery_rows()),
     ]
-    if extra:
-        text += ["", markdown_or_print(["Celery (benchmarks/celery.py)", "tasks/s"],
-                                       [[k, f"{v:,.1f}"] for k, v in extra.items()])]  # fmt: skip
-        overhead = (
-            extra["Celery alone (PostgreSQL results)"]
-            / extra["Celery through tasktrail (postgresql)"]
-        )
-        text += ["", f"Overhead, tracked ÷ plain (PostgreSQL result backend): {overhead:.2f}x "
-                     "the time per task (goal ≤ 1.3x)."]  # fmt: skip
-        redis = extra["Celery alone (Redis results)"]
-        against_celery = [
-            [f"{system} tasks/s ÷ Celery alone (Redis results) tasks/s",
-             f"{median(rounds, system, lambda f: f.tasks_per_s) / redis:.2f}"]
-            for system in ("tasktrail (postgresql)", "tasktrail (sqlite)")
-        ]  # fmt: skip
-        text += ["", markdown_or_print(["ratio against Celery + Redis", "value"], against_celery)]
     for key, unit in (("tasks/s", "tasks per second"), ("submit/s", "submits per second"),
                       ("commits/task", "commits per task")):  # fmt: skip
         column = headers.index(key)
@@ -138,6 +145,48 @@ def lifecycle_section() -> str:
         report.chart(report.RESULTS / f"lifecycle_{slug}.png", title, systems, values, unit)
         text += ["", f"![{key}](lifecycle_{slug}.png)"]
     return "\n".join(text)
+
+
+def latency_cells(row: CeleryRow) -> list[str]:
+    """The p50 and p95 cells of a Celery row: "n/a" where its latency was not measured."""
+    if row.latency_ms is None:
+        return ["n/a", "n/a"]
+    return [f"{ms:,.1f}" for ms in row.latency_ms]
+
+
+def celery_text(rounds: list[dict[str, Figures]], extra: dict[str, CeleryRow]) -> list[str]:
+    """The Celery table, the overhead line and the ratios of tasktrail's medians over the
+    rounds against Celery alone with Redis results, as lines to append; none without
+    ``extra``."""
+    if not extra:
+        return []
+    table = [[name, f"{row.tasks_per_s:,.1f}", *latency_cells(row)] for name, row in extra.items()]
+    text = ["", markdown_or_print(["Celery (benchmarks/celery.py)", "tasks/s", "p50 ms",
+                                   "p95 ms"], table)]  # fmt: skip
+    text += ["", f"p50 / p95 ms: submit → completed of {SAMPLES} tasks, one at a time to an idle "
+                 "worker, as the lifecycle's rows; Celery alone from the wall clock just before "
+                 "`send_task` to the result's `date_done`, through tasktrail from `created_at` to "
+                 "`completed_at`."]  # fmt: skip
+    overhead = (
+        extra["Celery alone (PostgreSQL results)"].tasks_per_s
+        / extra["Celery through tasktrail (postgresql)"].tasks_per_s
+    )
+    text += ["", f"Overhead, tracked ÷ plain (PostgreSQL result backend): {overhead:.2f}x "
+                 "the time per task (goal ≤ 1.3x)."]  # fmt: skip
+    redis = extra[CELERY_REDIS]
+    figures: dict[str, tuple[Callable[[Figures], float], float]] = {
+        "tasks/s": (lambda f: f.tasks_per_s, redis.tasks_per_s)
+    }
+    if redis.latency_ms is not None:
+        figures["p50 latency"] = (lambda f: f.p50_ms, redis.latency_ms[0])
+    against_celery = [
+        [f"{system} {key} ÷ {CELERY_REDIS} {key}",
+         f"{median(rounds, system, pick) / celery_value:.2f}"]
+        for key, (pick, celery_value) in figures.items()
+        for system in ("tasktrail (postgresql)", "tasktrail (sqlite)")
+    ]  # fmt: skip
+    return [*text, "", markdown_or_print(["ratio against Celery + Redis", "value"],
+                                         against_celery)]  # fmt: skip
 
 
 def markdown_or_print(headers: list[str], rows: list[list[str]]) -> str:

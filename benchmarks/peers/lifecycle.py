@@ -28,10 +28,12 @@ import sqlalchemy as sa
 
 from benchmarks.databases import POSTGRES_URL, committed_updates_per_second
 from benchmarks.peers.engines import bench_trail
+from tasktrail import TaskRecord, Trail
 
 WORKERS = 2
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "2"))
 POLL = 0.1
+LATENCY_POLL = 0.002
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,24 @@ def pauses() -> Iterator[float]:
         yield rng.uniform(0.02, 0.15)
 
 
+def idle_latencies(samples: int, sample: Callable[[], float]) -> list[float]:
+    """``samples`` results of ``sample()`` (one task submitted and waited for: its submit →
+    terminal time in ms), one task at a time, each followed by the next of ``pauses()``."""
+    millis = []
+    for pause, _ in zip(pauses(), range(samples), strict=False):
+        millis.append(sample())
+        time.sleep(pause)
+    return millis
+
+
+def tasktrail_latency(trail: Trail, task: TaskRecord) -> float:
+    """Poll ``trail`` every ``LATENCY_POLL`` seconds until ``task`` (just submitted) ends:
+    its ``created_at`` → ``completed_at`` in ms (tasktrail's own timestamps)."""
+    while (record := trail.get(task.id)).completed_at is None:
+        time.sleep(LATENCY_POLL)
+    return (record.completed_at - record.created_at).total_seconds() * 1e3
+
+
 # -- tasktrail ----------------------------------------------------------------------------
 
 
@@ -150,15 +170,11 @@ def tasktrail_run(url: str, *, tasks: int, samples: int) -> Figures:
         env = {"TASKTRAIL_DATABASE_URL": url, "BENCH_COMMIT_LOG": log}
         count_done = _counter(url, done_sql)
         try:
-            millis = []
             with processes(tasktrail_worker_command(), env):
                 time.sleep(2)
-                for pause, _ in zip(pauses(), range(samples), strict=False):
-                    task = trail.submit("bench.tracked")
-                    while (record := trail.get(task.id)).completed_at is None:
-                        time.sleep(0.002)
-                    millis.append((record.completed_at - record.created_at).total_seconds() * 1e3)
-                    time.sleep(pause)
+                millis = idle_latencies(
+                    samples, lambda: tasktrail_latency(trail, trail.submit("bench.tracked"))
+                )
             with trail.engine.begin() as conn:
                 for table in ("events", "links", "items", "tasks"):
                     conn.execute(sa.table(f"tasktrail_{table}").delete())
@@ -236,23 +252,9 @@ def _procrastinate_run(app: Any, url: str, *, tasks: int, samples: int, baseline
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(proc_app.PROGRESS_TABLE)
         task = app.tasks["bench.tracked"]
-        millis = []
         with processes(command, env), psycopg.connect(dsn, autocommit=True) as watch:
             time.sleep(2)
-            for pause, _ in zip(pauses(), range(samples), strict=False):
-                job_id = task.defer()
-                while True:
-                    row = watch.execute(
-                        "SELECT max(at) - min(at) FROM procrastinate_events"
-                        " WHERE job_id = %s AND type IN ('deferred', 'succeeded')"
-                        " HAVING count(*) = 2",
-                        (job_id,),
-                    ).fetchone()
-                    if row is not None:
-                        break
-                    time.sleep(0.002)
-                millis.append(row[0].total_seconds() * 1e3)
-                time.sleep(pause)
+            millis = idle_latencies(samples, lambda: _procrastinate_latency(watch, task.defer()))
             watch.execute("TRUNCATE procrastinate_jobs, bench_progress CASCADE")
     before = xact_commits(url)
     with app.open():
@@ -267,3 +269,18 @@ def _procrastinate_run(app: Any, url: str, *, tasks: int, samples: int, baseline
     p50, p95 = quantiles(millis)
     return Figures("Procrastinate", "postgresql", submit_rate, rate, p50, p95,
                    commits / tasks, baseline)  # fmt: skip
+
+
+def _procrastinate_latency(watch: psycopg.Connection[Any], job_id: int) -> float:
+    """Poll the events of job ``job_id`` (just deferred) on ``watch`` every
+    ``LATENCY_POLL`` seconds until it succeeds: its ``deferred`` → ``succeeded`` in ms."""
+    while True:
+        row = watch.execute(
+            "SELECT max(at) - min(at) FROM procrastinate_events"
+            " WHERE job_id = %s AND type IN ('deferred', 'succeeded')"
+            " HAVING count(*) = 2",
+            (job_id,),
+        ).fetchone()
+        if row is not None:
+            return float(row[0].total_seconds() * 1e3)
+        time.sleep(LATENCY_POLL)
