@@ -140,6 +140,31 @@ def test_complete_then_claim_ends_one_run_and_starts_the_next(trail: Trail) -> N
     assert trail.get(second.id).status is Status.COMPLETED
 
 
+def test_a_busy_thread_reads_nothing_to_end_one_run_and_claim_the_next(trail: Trail) -> None:
+    _register(trail)
+    first = trail.submit("runs.noop", links=[Link("doc", "d1")])
+    trail.submit("runs.noop")
+    trail.store.claim(worker="w1")
+    sent: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        sent.append(statement.split()[0].upper())
+
+    sa.event.listen(trail.engine, "before_cursor_execute", record)
+    try:
+        ended = trail.store.complete_then_claim(first.id, 1, None, worker="w1")
+    finally:
+        sa.event.remove(trail.engine, "before_cursor_execute", record)
+
+    assert ended is not None and ended[1] is not None
+    if trail.engine.dialect.name == "postgresql":
+        assert sent == ["WITH"]  # one statement: both ends, both events, the links
+    else:
+        # The guarded end (no locking read, no separate look at the items), the links,
+        # its event; the claim and its event. BEGIN IMMEDIATE is sent by the driver.
+        assert sent == ["UPDATE", "UPDATE", "INSERT", "UPDATE", "INSERT"]
+
+
 def test_complete_then_claim_takes_only_the_queues_and_names_asked_for(trail: Trail) -> None:
     _register(trail)
     trail.task("runs.other")(lambda ctx: None)

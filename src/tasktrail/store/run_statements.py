@@ -28,19 +28,16 @@ from sqlalchemy.dialects import postgresql
 from tasktrail.schema import JSONType, events, links, tasks
 from tasktrail.states import CLAIM, COMPLETE, Status, Transition
 from tasktrail.store.statements import (
-    ATTEMPT,
     EVENT_COLUMNS,
     NOW,
     PROGRESS,
     STEP,
-    TASK_ID,
     Bound,
     Shape,
     claim_filters,
     claim_next_statement,
-    item_failed,
+    end_of_run_statement,
     record_progress_statement,
-    set_clause,
     shape_of,
 )
 
@@ -307,22 +304,7 @@ def _with_end_event(ended: sa.CTE, transition: Transition, notify: Notify) -> sa
 
 def _ended(transition: Transition, shape: Shape, unless_items_failed: bool) -> sa.CTE:
     """The ``UPDATE`` that ends run ``arg_attempt`` by ``transition``, as a CTE."""
-    guard = [tasks.c.id == TASK_ID, tasks.c.status == Status.RUNNING.value,
-             tasks.c.attempts == ATTEMPT]  # fmt: skip
-    if unless_items_failed:
-        guard.append(~item_failed())
-    return (
-        sa.update(tasks)
-        .where(*guard)
-        .values(
-            status=transition.target.value,
-            updated_at=NOW,
-            version=tasks.c.version + 1,
-            **set_clause(shape),
-        )
-        .returning(*tasks.c)
-        .cte("ended")
-    )
+    return end_of_run_statement(transition, shape, unless_items_failed).cte("ended")
 
 
 # -- end of a run and the next claim ------------------------------------------------------

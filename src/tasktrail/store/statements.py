@@ -139,6 +139,46 @@ def _compare_and_set(transition: Transition, expected: Status, shape: Shape) -> 
     )
 
 
+def end_of_run(
+    task_id: str,
+    attempt: int,
+    transition: Transition,
+    changes: Mapping[str, Any],
+    now: datetime,
+    *,
+    unless_items_failed: bool = False,
+) -> Bound:
+    """End run ``attempt`` of a task by ``transition`` (from running), setting the state
+    machine's ``changes``: it updates nothing unless that run still owns the task and,
+    with ``unless_items_failed``, none of the task's items failed."""
+    assert transition.allows(Status.RUNNING)
+    shape, params = shape_of(changes)
+    params |= {"arg_task_id": task_id, "arg_attempt": attempt, "arg_now": now}
+    return Bound(end_of_run_statement(transition, shape, unless_items_failed), params)
+
+
+@cache
+def end_of_run_statement(
+    transition: Transition, shape: Shape, unless_items_failed: bool
+) -> sa.Update:
+    """``end_of_run``'s statement (its parameters: ``end_of_run``)."""
+    guard = [tasks.c.id == TASK_ID, tasks.c.status == Status.RUNNING.value,
+             tasks.c.attempts == ATTEMPT]  # fmt: skip
+    if unless_items_failed:
+        guard.append(~item_failed())
+    return (
+        sa.update(tasks)
+        .where(*guard)
+        .values(
+            status=transition.target.value,
+            updated_at=NOW,
+            version=tasks.c.version + 1,
+            **set_clause(shape),
+        )
+        .returning(*tasks.c)
+    )
+
+
 def claim_next(
     queues: Collection[str] | None,
     names: Collection[str] | None,
@@ -433,10 +473,15 @@ def tasks_for(
     return statement if limit is None else statement.limit(limit)
 
 
-def set_links_active(task_id: str, active: bool) -> sa.Update:
+def set_links_active(task_id: str, active: bool) -> Bound:
     """Mark every link of a task active or not: part of a status change that crosses
     between active (queued, scheduled, running) and not."""
-    return sa.update(links).where(links.c.task_id == task_id).values(active=active)
+    return Bound(_set_links_active(active), {"arg_task_id": task_id})
+
+
+@cache
+def _set_links_active(active: bool) -> sa.Update:
+    return sa.update(links).where(links.c.task_id == TASK_ID).values(active=active)
 
 
 def links_of(task_ids: Collection[str]) -> sa.Select[Any]:

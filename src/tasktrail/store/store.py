@@ -376,6 +376,13 @@ class Store(AggregateQueries):
                 return ended
             # Nothing was written: the locking path below says why.
         with self.writing(conn) as c:
+            if attempt is not None and self.dialect == "sqlite":
+                ended = self._end_run_in(
+                    c, task_id, attempt, transition, values,
+                    actor=actor, message=message, data=data,
+                )  # fmt: skip
+                if ended is not None:
+                    return ended
             current = self._lock(c, task_id)
             self._check(current, transition, attempt)
             return self._apply(
@@ -444,6 +451,15 @@ class Store(AggregateQueries):
         *,
         actor: str | None,
     ) -> TaskRecord | None:
+        """Complete run ``attempt`` in ``conn``'s transaction, as ``complete_run``."""
+        if self.dialect == "sqlite":
+            completed = self._end_run_in(
+                conn, task_id, attempt, COMPLETE, values, actor=actor, message=None,
+                data=None, unless_items_failed=True,
+            )  # fmt: skip
+            if completed is not None:
+                return completed
+            # Nothing was written: the locking path below says why, or completes after all.
         current = self._lock(conn, task_id)
         self._check(current, COMPLETE, attempt)
         failed = q.any_item_failed(task_id)
@@ -481,6 +497,39 @@ class Store(AggregateQueries):
         )
         row = self._write_at_once(bound)
         return None if row is None else TaskRecord.from_row(row._mapping)
+
+    def _end_run_in(
+        self,
+        conn: Connection,
+        task_id: str,
+        attempt: int,
+        transition: Transition,
+        values: dict[str, Any],
+        *,
+        actor: str | None,
+        message: str | None,
+        data: dict[str, Any] | None,
+        unless_items_failed: bool = False,
+    ) -> TaskRecord | None:
+        """End a run by ``transition`` in ``conn``'s transaction with one guarded
+        ``UPDATE`` (no locking read first), then its links and event; None, with nothing
+        written, when the guard (the run still owns the task, no failed items if asked)
+        did not hold."""
+        if not transition.allows(Status.RUNNING):
+            return None
+        now = self.clock()
+        end = q.end_of_run(
+            task_id, attempt, transition, values, now, unless_items_failed=unless_items_failed
+        )
+        row = conn.execute(end.statement, end.params).one_or_none()
+        if row is None:
+            return None
+        ended = TaskRecord.from_row(row._mapping)
+        self._changed(
+            conn, ended, Status.RUNNING, transition, message=message, data=data, actor=actor,
+            now=now,
+        )  # fmt: skip
+        return ended
 
     def _write_at_once(self, bound: q.Bound) -> sa.Row[Any] | None:
         """Run a one-statement write (PostgreSQL) in autocommit mode: its row, or None when
@@ -540,13 +589,33 @@ class Store(AggregateQueries):
         if row is None:  # pragma: no cover - the row lock makes this unreachable
             raise InvalidTransition(current.id, transition.name, current.status.value)
         updated = TaskRecord.from_row(row._mapping)
-        if updated.status.is_active != current.status.is_active:
-            conn.execute(q.set_links_active(current.id, updated.status.is_active))
-        self._transition_event(
-            conn, updated, current.status, transition, step=updated.current_step,
-            message=message, data=data, actor=actor, now=now,
+        self._changed(
+            conn, updated, current.status, transition, message=message, data=data, actor=actor,
+            now=now,
         )  # fmt: skip
         return updated
+
+    def _changed(
+        self,
+        conn: Connection,
+        updated: TaskRecord,
+        from_status: Status,
+        transition: Transition,
+        *,
+        message: str | None,
+        data: dict[str, Any] | None,
+        actor: str | None,
+        now: datetime,
+    ) -> None:
+        """What goes with a task's status change in its transaction: its links' ``active``
+        flag when it crossed between active and not, and its event."""
+        if updated.status.is_active != from_status.is_active:
+            links_active = q.set_links_active(updated.id, updated.status.is_active)
+            conn.execute(links_active.statement, links_active.params)
+        self._transition_event(
+            conn, updated, from_status, transition, step=updated.current_step,
+            message=message, data=data, actor=actor, now=now,
+        )  # fmt: skip
 
     def _transition_event(
         self,
