@@ -168,6 +168,55 @@ def test_a_task_queued_by_another_process_is_found(
         other.close()
 
 
+def test_an_idle_worker_looks_at_the_queue_once_per_look_it_needs(
+    tasks: Trail, start: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claims: list[TaskRecord | None] = []
+    claim = tasks.store.claim
+
+    def counted(**options: Any) -> TaskRecord | None:
+        claims.append(claimed := claim(**options))
+        return claimed
+
+    monkeypatch.setattr(tasks.store, "claim", counted)
+    # Only this process's submits wake it: no other process's commits to hear.
+    monkeypatch.setattr("tasktrail.worker.listen_for_queued", lambda *_, **__: None)
+    start(concurrency=2, poll_interval=60)
+    wait_for(lambda: claims, what="the look at start-up")
+    claims.clear()
+    for n in range(5):
+        task = tasks.submit("w.add", {"a": n, "b": 1})
+        wait_for(lambda: ended(tasks, task.id), what=task.id)  # noqa: B023
+        time.sleep(0.05)  # idle again
+
+    # Per task, the dispatch thread claims it, then looks once more for its second slot.
+    # The end of the run looked at the queue too (in its own write), so the slot it frees
+    # needs no third look.
+    assert [c is not None for c in claims] == [True, False] * 5
+
+
+def test_a_task_queued_while_a_run_ends_is_not_left_for_the_next_poll(
+    tasks: Trail, start: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    complete_then_claim = tasks.store.complete_then_claim
+    late: list[TaskRecord] = []
+
+    def then_queue_another(*args: Any, **options: Any) -> Any:
+        ended = complete_then_claim(*args, **options)  # found nothing to claim
+        if not late:  # queued before the run's slot is free: the dispatch thread finds none
+            late.append(tasks.submit("w.add", {"a": 2, "b": 2}))
+            time.sleep(0.3)  # for the dispatch thread to look, find every slot taken, wait
+        return ended
+
+    monkeypatch.setattr(tasks.store, "complete_then_claim", then_queue_another)
+    monkeypatch.setattr("tasktrail.worker.listen_for_queued", lambda *_, **__: None)
+    start(concurrency=1, poll_interval=60)
+    tasks.submit("w.add", {"a": 1, "b": 1})
+
+    wait_for(lambda: late, what="the late submit")
+    assert wait_for(lambda: ended(tasks, late[0].id), timeout=10).result == 4
+
+
 def test_polling_is_only_a_safety_net_where_other_processes_can_be_heard(
     tasks: Trail, start: Callable[..., Worker]
 ) -> None:

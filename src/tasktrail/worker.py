@@ -334,13 +334,21 @@ class Worker:
         task = self._jobs.get()
         while task is not None:
             recorded = claimed = None
+            next_claim = self._next_claim()
+            started = self._wake.mark()
             try:
-                recorded, claimed = self._runner.run_then_claim(task, self._next_claim())
+                recorded, claimed = self._runner.run_then_claim(task, next_claim)
             except Exception:
                 # Recording the end failed (the database?): the reaper will take it back.
                 logger.exception("worker %s: could not record the end of %s", self.name, task.id)
             finally:
-                self._ended(task, recorded, claimed)
+                # A completion with a claim looked at the queue itself.
+                looked = (
+                    next_claim is not None
+                    and recorded is not None
+                    and recorded.status is Status.COMPLETED
+                )
+                self._ended(task, recorded, claimed, looked_since=started if looked else None)
             # A task claimed with the end of the last one runs here: no hand-off to the
             # dispatch thread and back while work is queued.
             sync = None if claimed is None else self._start(claimed)
@@ -363,9 +371,17 @@ class Worker:
             self._ended(task, recorded)
 
     def _ended(
-        self, task: TaskRecord, recorded: TaskRecord | None, claimed: TaskRecord | None = None
+        self,
+        task: TaskRecord,
+        recorded: TaskRecord | None,
+        claimed: TaskRecord | None = None,
+        *,
+        looked_since: int | None = None,
     ) -> None:
-        """Run ``task`` is over; ``claimed``, taken with its end, runs in its slot."""
+        """Run ``task`` is over; ``claimed``, taken with its end, runs in its slot.
+
+        ``looked_since``: the end looked at the queue for the slot, and this is the wake-up
+        mark taken when the run started."""
         with self._changed:
             self._runs.pop((task.id, task.attempts), None)
             if claimed is not None:
@@ -375,8 +391,12 @@ class Worker:
         backed_off = recorded is not None and recorded.status is Status.SCHEDULED
         if backed_off:
             self._recheck_due.set()  # look again for when it falls due
-        if backed_off or claimed is None:
-            self._wake.wake()  # a slot is free: the dispatch thread fills it
+        # A slot is free: the dispatch thread fills it; unless the end found nothing queued
+        # and nothing woke the worker since the run started (a task queued meanwhile may
+        # have found every slot taken). An idle worker then looks once, not twice.
+        quiet = looked_since is not None and self._wake.mark() == looked_since
+        if backed_off or (claimed is None and not quiet):
+            self._wake.wake()
 
     def _unfinished(self) -> list[_Run]:
         return [run for run in self._runs.values() if not run.forced]

@@ -419,7 +419,7 @@ class Store(AggregateQueries):
         """Complete run ``attempt`` of a task with ``result`` and, in the same transaction,
         claim the next queued task for ``worker`` (of ``queues`` and ``names``, as
         ``claim`` does): the completed task and the claimed one, or None for it when no
-        task was queued.
+        task was queued. Whenever the run is completed, the queue was looked at.
 
         As ``complete_run``: None, with nothing written and nothing claimed, when one of
         the task's items failed; ``RunSuperseded`` when the run no longer owns the task.
@@ -433,9 +433,12 @@ class Store(AggregateQueries):
             if rows := self._rows_at_once(bound):
                 found = {row._mapping[pg.KIND]: TaskRecord.from_row(row._mapping) for row in rows}
                 return found[pg.COMPLETED], found.get(pg.CLAIMED)
-            # Nothing was written: complete_run says why (or completes after a race).
+            # Nothing was written: complete_run says why (or completes after a race), and
+            # the claim follows on its own.
             completed = self.complete_run(task_id, attempt, result, actor=worker)
-            return None if completed is None else (completed, None)
+            if completed is None:
+                return None
+            return completed, self.claim(worker=worker, queues=queues, names=names)
         with self.writing() as c:
             completed = self._complete_locked(c, task_id, attempt, completion, actor=worker)
             if completed is None:
