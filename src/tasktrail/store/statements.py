@@ -46,6 +46,11 @@ STEP = sa.bindparam("arg_step", type_=sa.String())
 #: The columns of a task row, in ``TASK_FIELDS`` order (as ``TaskRecord.from_values``
 #: takes them).
 TASK_COLUMNS = tuple(tasks.c[name] for name in TASK_FIELDS)
+#: "The link's task is active", written as the partial index of active links is: only then
+#: do the databases read that index. PostgreSQL does not see that ``active IS true`` implies
+#: ``active``, and SQLite matches an index's WHERE term as written (SQLAlchemy renders a
+#: boolean column alone as ``active = 1`` there).
+ACTIVE_LINK = sa.text(f"{links.name}.active")
 #: Every column of an event row but its id.
 EVENT_COLUMNS = ("task_id", "type", "from_status", "to_status", "progress", "step", "message",
                  "data", "actor", "created_at")  # fmt: skip
@@ -463,8 +468,10 @@ def _tasks_for(active: bool | None, *, by_limit: bool, before: bool) -> sa.Selec
             links.c.resource_id == _param("arg_resource_id"),
         )
     )
-    if active is not None:
-        statement = statement.where(links.c.active.is_(active))
+    if active:
+        statement = statement.where(ACTIVE_LINK)
+    elif active is not None:
+        statement = statement.where(links.c.active.is_(False))
     if before:
         statement = statement.where(links.c.task_id < _param("arg_before_id"))
     statement = statement.order_by(links.c.task_id.desc())
