@@ -1,7 +1,8 @@
 """The store's reads (``get``, ``list_tasks``, ``tasks_for``), which run statements built once
 per shape and build records without the dataclass ``__init__``, return exactly what plain
 per-call queries and ``TaskRecord(...)`` give: the same records, fields, links (in order),
-roles, ordering and pagination cursors, for every filter they serve."""
+roles, ordering and pagination cursors, for every filter they serve; ``has_active_task``
+agrees with ``tasks_for``."""
 
 from __future__ import annotations
 
@@ -195,6 +196,14 @@ def test_tasks_for_returns_what_a_plain_query_does(
             assert _exactly(found) == _exactly(expected)
 
 
+@pytest.mark.parametrize("resource", [*RESOURCES, ("document", "d0"), ("document", "d1")])
+def test_has_active_task_tells_whether_tasks_for_finds_an_active_one(
+    seeded: Trail, resource: tuple[str, str]
+) -> None:
+    expected = bool(seeded.tasks_for(*resource, active=True))
+    assert seeded.store.has_active_task(*resource) is expected
+
+
 def test_a_shape_of_read_is_one_statement_whatever_its_values() -> None:
     unfiltered = {"statuses": [Status.FAILED], "name": None, "queue": None, "resource": None,
                   "before_id": None, "limit": 51}  # fmt: skip
@@ -212,3 +221,4 @@ def test_a_shape_of_read_is_one_statement_whatever_its_values() -> None:
     )
     assert q.links_of(["a"], "sqlite").statement is q.links_of(["b", "c"], "sqlite").statement
     assert q.get_task("a").statement is q.get_task("b").statement
+    assert q.has_active_task("a", "b").statement is q.has_active_task("c", "d").statement

@@ -478,6 +478,22 @@ def _tasks_for(active: bool | None, *, by_limit: bool, before: bool) -> sa.Selec
     return statement.limit(_param("arg_limit", sa.Integer())) if by_limit else statement
 
 
+def has_active_task(resource_type: str, resource_id: str) -> Bound:
+    """Whether an active task is linked to one resource (one row, one boolean)."""
+    params = {"arg_resource_type": resource_type, "arg_resource_id": resource_id}
+    return Bound(_has_active_task(), params)
+
+
+@cache
+def _has_active_task() -> sa.Select[Any]:
+    linked = sa.select(links.c.task_id).where(
+        links.c.resource_type == _param("arg_resource_type"),
+        links.c.resource_id == _param("arg_resource_id"),
+        ACTIVE_LINK,
+    )
+    return sa.select(sa.exists(linked))
+
+
 def set_links_active(task_id: str, active: bool) -> sa.Update:
     """Mark every link of a task active or not: part of a status change that crosses
     between active (queued, scheduled, running) and not."""

@@ -1037,6 +1037,13 @@ class Store(AggregateQueries):
             rows = c.execute(linked.statement, linked.params).all()
             return self._records(c, rows, with_role=True)
 
+    def has_active_task(self, resource_type: str, resource_id: str) -> bool:
+        """Whether an active (queued, scheduled or running) task is linked to the resource:
+        ``bool(tasks_for(..., active=True))`` without reading the tasks."""
+        found = q.has_active_task(resource_type, resource_id)
+        with self.reading() as c:
+            return bool(c.execute(found.statement, found.params).scalar())
+
     def events(
         self,
         *,
