@@ -100,10 +100,9 @@ def test_the_claim_reads_the_claim_index_in_order(
     assert claimed is not None and claimed.attempts == 1
 
 
-def test_a_resources_active_tasks_come_from_the_partial_index_of_active_links(
-    trail: Trail,
-) -> None:
-    # Many finished tasks on one resource, a few active: what the index is there to skip.
+def _fill_one_resource(trail: Trail) -> None:
+    """2,000 tasks linked to the user u1, 20 of them active: enough rows for a plan to
+    show whether it reads an index or the whole table."""
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = [
         {"id": f"{n:026d}", "name": "w.a", "params": {}, "created_at": now, "updated_at": now,
@@ -120,6 +119,18 @@ def test_a_resources_active_tasks_come_from_the_partial_index_of_active_links(
     with trail.engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
 
+
+def test_a_resources_active_tasks_come_from_the_partial_index_of_active_links(
+    trail: Trail,
+) -> None:
+    _fill_one_resource(trail)
     active = q.tasks_for("user", "u1", True)
     assert ACTIVE_LINKS_INDEX in _plan(trail, active.statement, active.params)
     assert len(trail.store.tasks_for("user", "u1", active=True)) == 20
+
+
+def test_the_links_of_a_page_are_found_by_task_not_by_reading_them_all(trail: Trail) -> None:
+    _fill_one_resource(trail)
+    page = q.links_of([f"{n:026d}" for n in range(50)], trail.engine.dialect.name)
+    plan = _plan(trail, page.statement, page.params)
+    assert "SCAN tasktrail_links" not in plan and "Seq Scan" not in plan, plan
