@@ -2,7 +2,8 @@
 with set-based SQL, then time the reads an app and a worker make, at each size.
 
 Every task links to its own ``document``, to one of N/100 ``project`` resources (100 tasks
-each) and to one of 1,000 ``user`` resources (N/1,000 tasks each: the heavy resource).
+each, 8 of them active, at every N: the resource of fixed size, on which flatness shows) and
+to one of 1,000 ``user`` resources (N/1,000 tasks each, 8 % active: the heavy resource).
 Status mix by ``g % 100``: 85 completed, 5 failed, 2 cancelled, 3 queued, 2 running (fresh
 heartbeat), 3 scheduled. A resource is not a function of ``g % 100`` (as ``g % 1000``
 would be: then each user's tasks would all share one status, and 8 % of users would have
@@ -116,8 +117,7 @@ def fill(trail: Trail, n: int) -> float:
     sqlite = trail.engine.dialect.name == "sqlite"
     statements = (SQLITE_TASKS, SQLITE_LINKS, SQLITE_EVENTS, ACTIVE_LINKS) if sqlite else (
         PG_TASKS, PG_LINKS, PG_EVENTS, ACTIVE_LINKS)  # fmt: skip
-    projects = max(n // 100, 1)
-    params = {"n": n, "projects": projects, "spread": max(projects // 100, 1)}
+    params = {"n": n, "projects": projects(n), "spread": max(projects(n) // 100, 1)}
     start = time.perf_counter()
     with trail.engine.begin() as conn:
         for statement in statements:
@@ -125,6 +125,11 @@ def fill(trail: Trail, n: int) -> float:
     with trail.engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
     return time.perf_counter() - start
+
+
+def projects(n: int) -> int:
+    """How many ``project`` resources the generator makes for ``n`` tasks (100 tasks each)."""
+    return max(n // 100, 1)
 
 
 def task_id(g: int) -> str:
@@ -144,26 +149,37 @@ def queries(trail: Trail, n: int) -> dict[str, Callable[[random.Random], object]
             tx.rollback()  # measure the claim, keep the queue as it is
         return row
 
+    def user(rng: random.Random) -> str:
+        return f"u{rng.randrange(1000)}"
+
+    def project(rng: random.Random) -> str:
+        return f"p{rng.randrange(projects(n))}"
+
     return {
         "get": lambda rng: trail.get(task_id(rng.randint(1, n))),
-        "status_check (user)": lambda rng: trail.status_check("user", f"u{rng.randrange(1000)}"),
-        "tasks_for newest 50 (user)": lambda rng: tasks_for_newest(trail, rng),
+        "status_check (user)": lambda rng: trail.status_check("user", user(rng)),
+        "tasks_for newest 50 (user)": lambda rng: tasks_for_newest(trail, "user", user(rng)),
         "list_tasks(status=failed, limit=50)": lambda rng: trail.list_tasks(
             status="failed", limit=50
         ),
         "events of one task": lambda rng: trail.events(task_id(rng.randint(1, n))),
         "reap_lost (nothing stale)": lambda rng: trail.store.reap_lost(3600),
         "claim (rolled back)": claim,
+        "status_check (project: 100 tasks, 8 active)": lambda rng: trail.status_check(
+            "project", project(rng)
+        ),
+        "tasks_for newest 50 (project)": lambda rng: tasks_for_newest(
+            trail, "project", project(rng)
+        ),
     }
 
 
-def tasks_for_newest(trail: Trail, rng: random.Random) -> object:
-    """The newest 50 tasks of a random user, through ``Trail.tasks_for``."""
-    resource = f"u{rng.randrange(1000)}"
+def tasks_for_newest(trail: Trail, resource_type: str, resource_id: str) -> object:
+    """The newest 50 tasks of a resource, through ``Trail.tasks_for``."""
     try:
-        return trail.tasks_for("user", resource, limit=50)  # type: ignore[call-arg,unused-ignore]
+        return trail.tasks_for(resource_type, resource_id, limit=50)  # type: ignore[call-arg,unused-ignore]
     except TypeError:  # a tasktrail without ``limit``: everything, then the first 50
-        return trail.tasks_for("user", resource)[:50]
+        return trail.tasks_for(resource_type, resource_id)[:50]
 
 
 def timings(trail: Trail, n: int) -> dict[str, tuple[float, float]]:

@@ -5,16 +5,31 @@ Records are built from rows and never mutated; a changed task is a new record.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from tasktrail.errors import InvalidInput
 from tasktrail.states import ItemStatus, Status
 from tasktrail.text import refuse_nul
 
 _MAX_RESOURCE_LENGTH = {"type": 100, "id": 200, "role": 100}
+_STATUSES = {status.value: status for status in Status}
+_Record = TypeVar("_Record")
+
+
+def _built(cls: type[_Record], by_name: dict[str, Any]) -> _Record:
+    """An instance of the frozen dataclass ``cls`` whose fields are ``by_name`` (every
+    field, already of its type), made without calling its ``__init__``.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``: for a
+    task's 29 fields that was most of the cost of building a record from a row, and a page
+    of tasks builds dozens of them with their links.
+    """
+    record = object.__new__(cls)
+    record.__dict__.update(by_name)
+    return record
 
 
 @dataclass(frozen=True)
@@ -55,13 +70,17 @@ class LinkRecord:
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> LinkRecord:
-        return cls(
-            task_id=row["task_id"],
-            resource_type=row["resource_type"],
-            resource_id=row["resource_id"],
-            role=row["role"],
-            created_at=row["created_at"],
-        )
+        """The link stored in ``row`` (a mapping with a key per field)."""
+        return cls.from_values([row[name] for name in LINK_FIELDS])
+
+    @classmethod
+    def from_values(cls, values: Sequence[Any]) -> LinkRecord:
+        """The link whose fields are ``values``, in ``LINK_FIELDS`` order."""
+        return cls(*values)
+
+
+#: ``LinkRecord``'s fields, in the order ``LinkRecord.from_values`` takes them.
+LINK_FIELDS = ("task_id", "resource_type", "resource_id", "role", "created_at")
 
 
 @dataclass(frozen=True)
@@ -118,36 +137,26 @@ class TaskRecord:
         links: tuple[LinkRecord, ...] = (),
         role: str | None = None,
     ) -> TaskRecord:
-        return cls(
-            id=row["id"],
-            name=row["name"],
-            params=row["params"],
-            status=Status(row["status"]),
-            progress=float(row["progress"]),
-            current_step=row["current_step"],
-            result=row["result"],
-            error=row["error"],
-            attempts=row["attempts"],
-            max_attempts=row["max_attempts"],
-            backoff=row["backoff"],
-            queue=row["queue"],
-            priority=row["priority"],
-            dedupe_key=row["dedupe_key"],
-            description=row["description"],
-            run_after=row["run_after"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            queued_at=row["queued_at"],
-            started_at=row["started_at"],
-            completed_at=row["completed_at"],
-            heartbeat_at=row["heartbeat_at"],
-            cancel_requested_at=row["cancel_requested_at"],
-            worker=row["worker"],
-            external_id=row["external_id"],
-            version=row["version"],
-            links=links,
-            role=role,
-        )
+        """The task stored in ``row`` (a mapping with a key per column of the tasks
+        table), with ``links`` and ``role``."""
+        return cls.from_values([row[name] for name in TASK_FIELDS], links=links, role=role)
+
+    @classmethod
+    def from_values(
+        cls,
+        values: Sequence[Any],
+        *,
+        links: tuple[LinkRecord, ...] = (),
+        role: str | None = None,
+    ) -> TaskRecord:
+        """The task whose stored columns are ``values``, in ``TASK_FIELDS`` order (any
+        further values are ignored), with ``links`` and ``role``: as ``from_row`` builds
+        it from the same row."""
+        stored = dict(zip(TASK_FIELDS, values, strict=False))
+        stored["status"] = _STATUSES[stored["status"]]
+        stored["progress"] = float(stored["progress"])
+        stored |= {"links": links, "role": role, "deduplicated": False}
+        return _built(cls, stored)
 
     @property
     def is_active(self) -> bool:
@@ -157,6 +166,13 @@ class TaskRecord:
     def evolve(self, **changes: Any) -> TaskRecord:
         """A copy with ``changes`` applied; the record itself never changes."""
         return replace(self, **changes)
+
+
+#: The fields of ``TaskRecord`` stored as columns of the tasks table (all but ``links``,
+#: ``role`` and ``deduplicated``), in the order ``TaskRecord.from_values`` takes them.
+TASK_FIELDS = tuple(
+    f.name for f in fields(TaskRecord) if f.name not in {"links", "role", "deduplicated"}
+)
 
 
 @dataclass(frozen=True)

@@ -124,8 +124,9 @@ links = sa.Table(
     sa.Index(None, "resource_type", "resource_id", "task_id"),
 )
 # A resource's active tasks: a small index however many finished tasks it has.
+ACTIVE_LINKS_INDEX = "ix_tasktrail_links_active"
 sa.Index(
-    "ix_tasktrail_links_active",
+    ACTIVE_LINKS_INDEX,
     links.c.resource_type,
     links.c.resource_id,
     links.c.task_id,

@@ -354,12 +354,7 @@ class Trail:
         if entries:
             active = self.tasks_for(probe.resource_type, resource_id, active=True)
         covering = {task.id: task for task in (*before, *active)}.values()
-        stale = uncovered(
-            entries,
-            probe,
-            covering,
-            lambda kind, key: bool(self.tasks_for(kind, key, active=True)),
-        )
+        stale = uncovered(entries, probe, covering, self.store.has_active_task)
         return StatusCheck(probe.resource_type, resource_id, tuple(active), tuple(stale))
 
     # -- running in this thread ---------------------------------------------------------

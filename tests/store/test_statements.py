@@ -1,6 +1,7 @@
 """How the databases run the claim: from the partial claim index, in claim order, without
 sorting the queue, on SQLite without statistics and in PostgreSQL's generic plan (the one a
-statement prepared by psycopg ends up with)."""
+statement prepared by psycopg ends up with); and a resource's active tasks, from the partial
+index of active links."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from tasktrail import TaskRecord, Trail
-from tasktrail.schema import CLAIM_INDEX
+from tasktrail.schema import ACTIVE_LINKS_INDEX, CLAIM_INDEX, links, tasks
 from tasktrail.states import CLAIM, changes
 from tasktrail.store import statements as q
 from tasktrail.store.run_statements import claim_next as claim_next_at_once
@@ -141,3 +142,39 @@ def test_a_claim_with_nothing_queued_waits_for_no_write_lock(trail: Trail) -> No
     finally:
         writer.rollback()
         writer.close()
+
+
+def _fill_one_resource(trail: Trail) -> None:
+    """2,000 tasks linked to the user u1, 20 of them active: enough rows for a plan to
+    show whether it reads an index or the whole table."""
+    now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = [
+        {"id": f"{n:026d}", "name": "w.a", "params": {}, "created_at": now, "updated_at": now,
+         "status": "queued" if n % 100 == 0 else "completed"}
+        for n in range(2000)
+    ]  # fmt: skip
+    with trail.engine.begin() as conn:
+        conn.execute(sa.insert(tasks), rows)
+        conn.execute(sa.insert(links), [
+            {"task_id": row["id"], "resource_type": "user", "resource_id": "u1",
+             "created_at": now, "active": row["status"] == "queued"}
+            for row in rows
+        ])  # fmt: skip
+    with trail.engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+
+
+def test_a_resources_active_tasks_come_from_the_partial_index_of_active_links(
+    trail: Trail,
+) -> None:
+    _fill_one_resource(trail)
+    active = q.tasks_for("user", "u1", True)
+    assert ACTIVE_LINKS_INDEX in _plan(trail, active.statement, active.params)
+    assert len(trail.store.tasks_for("user", "u1", active=True)) == 20
+
+
+def test_the_links_of_a_page_are_found_by_task_not_by_reading_them_all(trail: Trail) -> None:
+    _fill_one_resource(trail)
+    page = q.links_of([f"{n:026d}" for n in range(50)], trail.engine.dialect.name)
+    plan = _plan(trail, page.statement, page.params)
+    assert "SCAN tasktrail_links" not in plan and "Seq Scan" not in plan, plan

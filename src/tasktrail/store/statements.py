@@ -5,6 +5,7 @@ Dialect differences live here too: ``dialect`` is ``"postgresql"`` or ``"sqlite"
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
+from tasktrail.records import LINK_FIELDS, TASK_FIELDS
 from tasktrail.schema import CLAIM_INDEX, UTCDateTime, events, items, links, tasks
 from tasktrail.states import INCREMENT, TERMINAL, ItemStatus, Status, Transition
 from tasktrail.states import NOW as NOW_MARKER
@@ -41,6 +43,14 @@ TASK_ID = sa.bindparam("arg_task_id", type_=sa.String())
 ATTEMPT = sa.bindparam("arg_attempt", type_=sa.Integer())
 PROGRESS = sa.bindparam("arg_progress", type_=sa.Float())
 STEP = sa.bindparam("arg_step", type_=sa.String())
+#: The columns of a task row, in ``TASK_FIELDS`` order (as ``TaskRecord.from_values``
+#: takes them).
+TASK_COLUMNS = tuple(tasks.c[name] for name in TASK_FIELDS)
+#: "The link's task is active", written as the partial index of active links is: only then
+#: do the databases read that index. PostgreSQL does not see that ``active IS true`` implies
+#: ``active``, and SQLite matches an index's WHERE term as written (SQLAlchemy renders a
+#: boolean column alone as ``active = 1`` there).
+ACTIVE_LINK = sa.text(f"{links.name}.active")
 #: Every column of an event row but its id.
 EVENT_COLUMNS = ("task_id", "type", "from_status", "to_status", "progress", "step", "message",
                  "data", "actor", "created_at")  # fmt: skip
@@ -419,6 +429,16 @@ def failed_item_keys(task_id: str, limit: int) -> sa.Select[Any]:
     )
 
 
+def get_task(task_id: str) -> Bound:
+    """One task's row: its columns in ``TASK_FIELDS`` order."""
+    return Bound(_get_task(), {"arg_task_id": task_id})
+
+
+@cache
+def _get_task() -> sa.Select[Any]:
+    return sa.select(*TASK_COLUMNS).where(tasks.c.id == TASK_ID)
+
+
 def list_tasks(
     *,
     statuses: Collection[Status] | None,
@@ -427,22 +447,44 @@ def list_tasks(
     resource: tuple[str, str] | None,
     before_id: str | None,
     limit: int,
-) -> sa.Select[Any]:
-    """Tasks newest first, filtered; ``before_id`` is the keyset cursor."""
-    statement = sa.select(tasks)
+) -> Bound:
+    """Tasks newest first, filtered (no filter for None or no ``statuses``); ``before_id``
+    is the keyset cursor. Columns in ``TASK_FIELDS`` order."""
+    params: dict[str, Any] = {"arg_limit": limit, "arg_name": name, "arg_queue": queue,
+                              "arg_before_id": before_id}  # fmt: skip
     if resource is not None:
+        params |= {"arg_resource_type": resource[0], "arg_resource_id": resource[1]}
+    statement = _list_tasks(
+        tuple(sorted({status.value for status in statuses or ()})),
+        by_name=name is not None,
+        by_queue=queue is not None,
+        by_resource=resource is not None,
+        before=before_id is not None,
+    )
+    return Bound(statement, params)
+
+
+@cache
+def _list_tasks(
+    statuses: tuple[str, ...], *, by_name: bool, by_queue: bool, by_resource: bool, before: bool
+) -> sa.Select[Any]:
+    statement = sa.select(*TASK_COLUMNS)
+    if by_resource:
         statement = statement.join(links, links.c.task_id == tasks.c.id).where(
-            links.c.resource_type == resource[0], links.c.resource_id == resource[1]
+            links.c.resource_type == _param("arg_resource_type"),
+            links.c.resource_id == _param("arg_resource_id"),
         )
     if statuses:
-        statement = statement.where(tasks.c.status.in_([s.value for s in statuses]))
-    if name is not None:
-        statement = statement.where(tasks.c.name == name)
-    if queue is not None:
-        statement = statement.where(tasks.c.queue == queue)
-    if before_id is not None:
-        statement = statement.where(tasks.c.id < before_id)
-    return statement.order_by(tasks.c.id.desc()).limit(limit)
+        # Written out, like the claim's 'queued': the plan of the prepared statement then
+        # knows which statuses it reads (their share of the table, their partial indexes).
+        statement = statement.where(tasks.c.status.in_([_literal(s) for s in statuses]))
+    if by_name:
+        statement = statement.where(tasks.c.name == _param("arg_name"))
+    if by_queue:
+        statement = statement.where(tasks.c.queue == _param("arg_queue"))
+    if before:
+        statement = statement.where(tasks.c.id < _param("arg_before_id"))
+    return statement.order_by(tasks.c.id.desc()).limit(_param("arg_limit", sa.Integer()))
 
 
 def tasks_for(
@@ -451,26 +493,56 @@ def tasks_for(
     active: bool | None,
     limit: int | None = None,
     before_id: str | None = None,
-) -> sa.Select[Any]:
-    """Tasks linked to one resource, newest first, with the link's role; at most ``limit``,
-    older than ``before_id`` (the keyset cursor) when given.
+) -> Bound:
+    """Tasks linked to one resource, newest first, with the link's role (``link_role``,
+    after the columns in ``TASK_FIELDS`` order); at most ``limit``, older than
+    ``before_id`` (the keyset cursor) when given.
 
     Ordered by the link's ``task_id`` (equal to the task's id) so that the links index
     (resource_type, resource_id, task_id) yields the newest first and a limit stops early.
     Activity is read from the link (kept equal to the task's), so the active tasks of a
     resource come from a partial index of active links, however many finished ones it has.
     """
+    params = {"arg_resource_type": resource_type, "arg_resource_id": resource_id,
+              "arg_limit": limit, "arg_before_id": before_id}  # fmt: skip
+    statement = _tasks_for(active, by_limit=limit is not None, before=before_id is not None)
+    return Bound(statement, params)
+
+
+@cache
+def _tasks_for(active: bool | None, *, by_limit: bool, before: bool) -> sa.Select[Any]:
     statement = (
-        sa.select(tasks, links.c.role.label("link_role"))
+        sa.select(*TASK_COLUMNS, links.c.role.label("link_role"))
         .join(links, links.c.task_id == tasks.c.id)
-        .where(links.c.resource_type == resource_type, links.c.resource_id == resource_id)
+        .where(
+            links.c.resource_type == _param("arg_resource_type"),
+            links.c.resource_id == _param("arg_resource_id"),
+        )
     )
-    if active is not None:
-        statement = statement.where(links.c.active.is_(active))
-    if before_id is not None:
-        statement = statement.where(links.c.task_id < before_id)
+    if active:
+        statement = statement.where(ACTIVE_LINK)
+    elif active is not None:
+        statement = statement.where(links.c.active.is_(False))
+    if before:
+        statement = statement.where(links.c.task_id < _param("arg_before_id"))
     statement = statement.order_by(links.c.task_id.desc())
-    return statement if limit is None else statement.limit(limit)
+    return statement.limit(_param("arg_limit", sa.Integer())) if by_limit else statement
+
+
+def has_active_task(resource_type: str, resource_id: str) -> Bound:
+    """Whether an active task is linked to one resource (one row, one boolean)."""
+    params = {"arg_resource_type": resource_type, "arg_resource_id": resource_id}
+    return Bound(_has_active_task(), params)
+
+
+@cache
+def _has_active_task() -> sa.Select[Any]:
+    linked = sa.select(links.c.task_id).where(
+        links.c.resource_type == _param("arg_resource_type"),
+        links.c.resource_id == _param("arg_resource_id"),
+        ACTIVE_LINK,
+    )
+    return sa.select(sa.exists(linked))
 
 
 def set_links_active(task_id: str, active: bool) -> Bound:
@@ -484,13 +556,50 @@ def _set_links_active(active: bool) -> sa.Update:
     return sa.update(links).where(links.c.task_id == TASK_ID).values(active=active)
 
 
-def links_of(task_ids: Collection[str]) -> sa.Select[Any]:
-    """The links of several tasks."""
+def links_of(task_ids: Collection[str], dialect: str) -> Bound:
+    """The links of several tasks, by task: their columns in ``LINK_FIELDS`` order."""
+    return Bound(_links_of(dialect), {"arg_task_ids": _list_value(task_ids, dialect)})
+
+
+@cache
+def _links_of(dialect: str) -> sa.Select[Any]:
     return (
-        sa.select(links)
-        .where(links.c.task_id.in_(list(task_ids)))
+        sa.select(*(links.c[name] for name in LINK_FIELDS))
+        .where(_in_list(links.c.task_id, "arg_task_ids", dialect))
         .order_by(links.c.task_id, links.c.created_at, links.c.resource_type, links.c.resource_id)
     )
+
+
+def _in_list(column: sa.ColumnClause[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
+    """``column`` is one of the values of the parameter ``name`` (``_list_value`` makes
+    it): one parameter on either database, so the statement's text is the same for any
+    number of values.
+
+    PostgreSQL takes an array, whose length its planner knows (given JSON text, it assumed
+    100 values and, on a table of 30,000 links, read them all). SQLite takes a JSON array,
+    which ``json_each`` reads: a list that SQLAlchemy expands into one parameter per value
+    is rendered again on every execution, which cost more than SQLite spent running it.
+    """
+    if dialect == "postgresql":
+        return _one_of(column, name, dialect)
+    listed = sa.func.json_each(sa.bindparam(name, type_=sa.String())).table_valued("value")
+    return column.in_(sa.select(listed.c.value))
+
+
+def _list_value(values: Collection[str], dialect: str) -> Any:
+    """The value of an ``_in_list`` parameter holding ``values``."""
+    return list(values) if dialect == "postgresql" else json.dumps(list(values))
+
+
+def _param(name: str, type_: sa.types.TypeEngine[Any] | None = None) -> sa.BindParameter[Any]:
+    """A named parameter of a statement built once (its value: the ``Bound``'s)."""
+    return sa.bindparam(name, type_=type_ or sa.String())
+
+
+def _literal(value: str) -> sa.ColumnElement[str]:
+    """``value`` (one of the state machine's names, never user input) written into the
+    statement as a string constant."""
+    return sa.literal_column(f"'{value}'", sa.String())
 
 
 def list_events(

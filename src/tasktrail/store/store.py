@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -1040,18 +1042,43 @@ class Store(AggregateQueries):
             return self._get(c, task_id)
 
     def _get(self, conn: Connection, task_id: str) -> TaskRecord:
-        row = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).one_or_none()
-        if row is None:
+        found = q.get_task(task_id)
+        records = self._records(conn, conn.execute(found.statement, found.params).all())
+        if not records:
             raise TaskNotFound(task_id)
-        return self._with_links(conn, [TaskRecord.from_row(row._mapping)])[0]
+        return records[0]
+
+    def _records(
+        self, conn: Connection, rows: Sequence[sa.Row[Any]], *, with_role: bool = False
+    ) -> list[TaskRecord]:
+        """The tasks of ``rows`` (columns in ``TASK_FIELDS`` order, then ``link_role`` when
+        ``with_role``), in their order, each with its links: one more query for them all."""
+        links_by_task = self._links_by_task(conn, [row[0] for row in rows])
+        return [
+            TaskRecord.from_values(
+                row,
+                links=links_by_task.get(row[0], ()),
+                role=row.link_role if with_role else None,
+            )
+            for row in rows
+        ]
 
     def _with_links(self, conn: Connection, records: list[TaskRecord]) -> list[TaskRecord]:
-        if not records:
-            return records
-        by_task: dict[str, list[LinkRecord]] = {}
-        for row in conn.execute(q.links_of([r.id for r in records])):
-            by_task.setdefault(row.task_id, []).append(LinkRecord.from_row(row._mapping))
-        return [r.evolve(links=tuple(by_task.get(r.id, ()))) for r in records]
+        links_by_task = self._links_by_task(conn, [r.id for r in records])
+        return [r.evolve(links=links_by_task.get(r.id, ())) for r in records]
+
+    def _links_by_task(
+        self, conn: Connection, task_ids: list[str]
+    ) -> dict[str, tuple[LinkRecord, ...]]:
+        """The links of the tasks ``task_ids``, by task id (none for a task without any)."""
+        if not task_ids:
+            return {}
+        found = q.links_of(task_ids, self.dialect)
+        rows = conn.execute(found.statement, found.params).all()
+        return {
+            task_id: tuple(LinkRecord.from_values(row) for row in links_of_task)
+            for task_id, links_of_task in groupby(rows, key=itemgetter(0))
+        }
 
     def list_tasks(
         self,
@@ -1064,21 +1091,13 @@ class Store(AggregateQueries):
         limit: int = 50,
     ) -> Page:
         """One page of tasks, newest first; ``cursor`` is the previous page's ``next_cursor``."""
+        page = q.list_tasks(statuses=statuses, name=name, queue=queue, resource=resource,
+                            before_id=cursor, limit=limit + 1)  # fmt: skip
         with self.reading() as c:
-            rows = c.execute(
-                q.list_tasks(
-                    statuses=statuses,
-                    name=name,
-                    queue=queue,
-                    resource=resource,
-                    before_id=cursor,
-                    limit=limit + 1,
-                )
-            ).all()
-            records = self._with_links(c, [TaskRecord.from_row(r._mapping) for r in rows])
-        has_more = len(records) > limit
-        page = tuple(records[:limit])
-        return Page(items=page, next_cursor=page[-1].id if has_more else None)
+            rows = c.execute(page.statement, page.params).all()
+            records = self._records(c, rows[:limit])
+        has_more = len(rows) > limit
+        return Page(items=tuple(records), next_cursor=records[-1].id if has_more else None)
 
     def tasks_for(
         self,
@@ -1091,11 +1110,17 @@ class Store(AggregateQueries):
     ) -> list[TaskRecord]:
         """The tasks linked to the resource, newest first, each with its link's role: all
         of them, or the newest ``limit``; only those older than ``before_id`` if given."""
+        linked = q.tasks_for(resource_type, resource_id, active, limit, before_id)
         with self.reading() as c:
-            statement = q.tasks_for(resource_type, resource_id, active, limit, before_id)
-            rows = c.execute(statement).all()
-            records = [TaskRecord.from_row(r._mapping, role=r.link_role) for r in rows]
-            return self._with_links(c, records)
+            rows = c.execute(linked.statement, linked.params).all()
+            return self._records(c, rows, with_role=True)
+
+    def has_active_task(self, resource_type: str, resource_id: str) -> bool:
+        """Whether an active (queued, scheduled or running) task is linked to the resource:
+        ``bool(tasks_for(..., active=True))`` without reading the tasks."""
+        found = q.has_active_task(resource_type, resource_id)
+        with self.reading() as c:
+            return bool(c.execute(found.statement, found.params).scalar())
 
     def events(
         self,

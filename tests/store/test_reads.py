@@ -1,0 +1,224 @@
+"""The store's reads (``get``, ``list_tasks``, ``tasks_for``), which run statements built once
+per shape and build records without the dataclass ``__init__``, return exactly what plain
+per-call queries and ``TaskRecord(...)`` give: the same records, fields, links (in order),
+roles, ordering and pagination cursors, for every filter they serve; ``has_active_task``
+agrees with ``tasks_for``."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from tasktrail import Link, Status, TaskContext, TaskNotFound, Trail
+from tasktrail.records import LinkRecord, Page, TaskRecord
+from tasktrail.schema import links, tasks
+from tasktrail.store import statements as q
+
+RESOURCES = [("project", "p1"), ("user", "u1"), ("user", "u2"), ("nothing", "here")]
+LIST_FILTERS: list[dict[str, Any]] = [
+    {},
+    {"statuses": []},
+    {"statuses": [Status.FAILED]},
+    {"statuses": [Status.QUEUED, Status.CANCELLED]},
+    {"name": "boom"},
+    {"queue": "other"},
+    {"resource": ("user", "u1")},
+    {"resource": ("project", "p1"), "statuses": [Status.COMPLETED, Status.QUEUED]},
+    {"name": "ok", "queue": "default", "statuses": [Status.COMPLETED, Status.CREATED]},
+    {"resource": ("nothing", "here")},
+]
+
+
+@pytest.fixture
+def seeded(trail: Trail) -> Trail:
+    """Tasks in every status, of two names and queues, with zero to four links (some
+    added later, some with a role) to shared resources."""
+
+    @trail.task("ok")
+    def ok(ctx: TaskContext, n: int) -> dict[str, int]:
+        return {"n": n}
+
+    @trail.task("boom", queue="other")
+    def boom(ctx: TaskContext, n: int) -> None:
+        raise RuntimeError(f"boom {n}")
+
+    later = datetime.now(UTC) + timedelta(days=1)
+    for n in range(26):
+        if n == 14:
+            trail.run_pending()  # the first ones end completed or failed
+        chosen = [Link("project", "p1", role="owner"), Link("user", "u1"),
+                  Link("user", "u2", role="requested_by"), Link("document", f"d{n}")]  # fmt: skip
+        trail.submit(
+            "boom" if n % 4 == 3 else "ok",
+            {"n": n},
+            links=[link for i, link in enumerate(chosen) if n % (i + 2) == 0],
+            run=n % 6 != 5,
+            run_after=later if n % 7 == 6 else None,
+        )
+    ids = [task.id for task in trail.list_tasks(limit=500).items]
+    trail.cancel(ids[1])
+    trail.cancel(ids[4])
+    trail.link(ids[2], Link("user", "u1", role="late"), Link("project", "p1"))
+    trail.link(ids[20], Link("user", "u2"))
+    return trail
+
+
+def _exactly(records: Collection[TaskRecord]) -> list[str]:
+    """Every field of each record, with the types of its values (``repr`` tells a
+    ``Status`` from a string and names each datetime's time zone)."""
+    return [repr(vars(record)) for record in records]
+
+
+def _reference_links(conn: Connection, task_id: str) -> tuple[LinkRecord, ...]:
+    rows = conn.execute(
+        sa.select(links)
+        .where(links.c.task_id == task_id)
+        .order_by(links.c.created_at, links.c.resource_type, links.c.resource_id)
+    ).all()
+    return tuple(
+        LinkRecord(task_id=r.task_id, resource_type=r.resource_type, resource_id=r.resource_id,
+                   role=r.role, created_at=r.created_at)
+        for r in rows
+    )  # fmt: skip
+
+
+def _reference_task(conn: Connection, row: sa.Row[Any], role: str | None = None) -> TaskRecord:
+    stored = {column.name: row._mapping[column.name] for column in tasks.c}
+    stored |= {"status": Status(stored["status"]), "progress": float(stored["progress"])}
+    return TaskRecord(**stored, links=_reference_links(conn, row.id), role=role)
+
+
+def _reference_page(
+    trail: Trail,
+    *,
+    statuses: Collection[Status] | None = None,
+    name: str | None = None,
+    queue: str | None = None,
+    resource: tuple[str, str] | None = None,
+    cursor: str | None,
+    limit: int,
+) -> Page:
+    statement = sa.select(tasks)
+    if resource is not None:
+        statement = statement.join(links, links.c.task_id == tasks.c.id).where(
+            links.c.resource_type == resource[0], links.c.resource_id == resource[1]
+        )
+    if statuses:
+        statement = statement.where(tasks.c.status.in_([s.value for s in statuses]))
+    if name is not None:
+        statement = statement.where(tasks.c.name == name)
+    if queue is not None:
+        statement = statement.where(tasks.c.queue == queue)
+    if cursor is not None:
+        statement = statement.where(tasks.c.id < cursor)
+    with trail.engine.connect() as conn:
+        rows = conn.execute(statement.order_by(tasks.c.id.desc()).limit(limit + 1)).all()
+        records = [_reference_task(conn, row) for row in rows]
+    page = records[:limit]
+    return Page(items=tuple(page), next_cursor=page[-1].id if len(records) > limit else None)
+
+
+def _reference_tasks_for(
+    trail: Trail,
+    resource: tuple[str, str],
+    active: bool | None,
+    limit: int | None,
+    before_id: str | None,
+) -> list[TaskRecord]:
+    statement = (
+        sa.select(tasks, links.c.role.label("link_role"))
+        .join(links, links.c.task_id == tasks.c.id)
+        .where(links.c.resource_type == resource[0], links.c.resource_id == resource[1])
+    )
+    if active is not None:
+        statement = statement.where(links.c.active == active)
+    if before_id is not None:
+        statement = statement.where(tasks.c.id < before_id)
+    statement = statement.order_by(tasks.c.id.desc()).limit(limit)
+    with trail.engine.connect() as conn:
+        rows = conn.execute(statement).all()
+        return [_reference_task(conn, row, role=row.link_role) for row in rows]
+
+
+def test_the_seeded_tasks_cover_what_the_reads_distinguish(seeded: Trail) -> None:
+    everything = seeded.list_tasks(limit=500).items
+    assert {task.status for task in everything} == {
+        Status.COMPLETED, Status.FAILED, Status.QUEUED, Status.CREATED, Status.SCHEDULED,
+        Status.CANCELLED,
+    }  # fmt: skip
+    assert {len(task.links) for task in everything} >= {0, 1, 2, 3, 4}
+    assert any(task.result is not None for task in everything)
+
+
+def test_get_returns_each_task_as_a_plain_query_does(seeded: Trail) -> None:
+    ids = [task.id for task in seeded.list_tasks(limit=500).items]
+    with seeded.engine.connect() as conn:
+        rows = conn.execute(sa.select(tasks).order_by(tasks.c.id.desc())).all()
+        expected = [_reference_task(conn, row) for row in rows]
+    assert _exactly([seeded.get(task_id) for task_id in ids]) == _exactly(expected)
+    with pytest.raises(TaskNotFound):
+        seeded.get("0" * 26)
+
+
+@pytest.mark.parametrize("filters", LIST_FILTERS, ids=repr)
+@pytest.mark.parametrize("limit", [1, 3, 50])
+def test_list_tasks_pages_as_a_plain_query_does(
+    seeded: Trail, filters: dict[str, Any], limit: int
+) -> None:
+    cursor: str | None = None
+    while True:
+        page = seeded.store.list_tasks(**filters, cursor=cursor, limit=limit)
+        expected = _reference_page(seeded, **filters, cursor=cursor, limit=limit)
+        assert _exactly(page.items) == _exactly(expected.items)
+        assert page.next_cursor == expected.next_cursor
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+
+
+@pytest.mark.parametrize("resource", RESOURCES, ids=repr)
+@pytest.mark.parametrize("active", [None, True, False])
+def test_tasks_for_returns_what_a_plain_query_does(
+    seeded: Trail, resource: tuple[str, str], active: bool | None
+) -> None:
+    linked = _reference_tasks_for(seeded, resource, active, None, None)
+    middle = linked[len(linked) // 2].id if linked else None
+    for limit in (None, 1, 2):
+        for before_id in (None, middle):
+            found = seeded.store.tasks_for(*resource, active=active, limit=limit,
+                                           before_id=before_id)  # fmt: skip
+            expected = _reference_tasks_for(seeded, resource, active, limit, before_id)
+            assert _exactly(found) == _exactly(expected)
+
+
+@pytest.mark.parametrize("resource", [*RESOURCES, ("document", "d0"), ("document", "d1")])
+def test_has_active_task_tells_whether_tasks_for_finds_an_active_one(
+    seeded: Trail, resource: tuple[str, str]
+) -> None:
+    expected = bool(seeded.tasks_for(*resource, active=True))
+    assert seeded.store.has_active_task(*resource) is expected
+
+
+def test_a_shape_of_read_is_one_statement_whatever_its_values() -> None:
+    unfiltered = {"statuses": [Status.FAILED], "name": None, "queue": None, "resource": None,
+                  "before_id": None, "limit": 51}  # fmt: skip
+
+    def listing(**values: Any) -> q.Bound:
+        return q.list_tasks(**(unfiltered | values))
+
+    assert listing().statement is listing(statuses={Status.FAILED}, limit=3).statement
+    assert listing(name="a").statement is listing(name="b").statement
+    assert listing(name="a").statement is not listing(queue="a").statement
+    assert listing(statuses=[Status.QUEUED]).statement is not listing().statement
+    assert (
+        q.tasks_for("user", "u1", True, 50, "x").statement
+        is q.tasks_for("user", "u2", True, 10, "y").statement
+    )
+    assert q.links_of(["a"], "sqlite").statement is q.links_of(["b", "c"], "sqlite").statement
+    assert q.get_task("a").statement is q.get_task("b").statement
+    assert q.has_active_task("a", "b").statement is q.has_active_task("c", "d").statement
