@@ -131,21 +131,15 @@ def compare_and_set(
 
 @cache
 def _compare_and_set(transition: Transition, expected: Status, shape: Shape) -> sa.Update:
-    return (
-        sa.update(tasks)
-        .where(
+    return moving_to(
+        sa.update(tasks).where(
             tasks.c.id == TASK_ID,
             tasks.c.status.in_([s.value for s in transition.sources]),
             tasks.c.status == expected.value,
             tasks.c.version == sa.bindparam("arg_version", type_=sa.Integer()),
-        )
-        .values(
-            status=transition.target.value,
-            updated_at=NOW,
-            version=tasks.c.version + 1,
-            **set_clause(shape),
-        )
-        .returning(*tasks.c)
+        ),
+        transition.target,
+        shape,
     )
 
 
@@ -176,17 +170,7 @@ def end_of_run_statement(
              tasks.c.attempts == ATTEMPT]  # fmt: skip
     if unless_items_failed:
         guard.append(~item_failed())
-    return (
-        sa.update(tasks)
-        .where(*guard)
-        .values(
-            status=transition.target.value,
-            updated_at=NOW,
-            version=tasks.c.version + 1,
-            **set_clause(shape),
-        )
-        .returning(*tasks.c)
-    )
+    return moving_to(sa.update(tasks).where(*guard), transition.target, shape)
 
 
 def claim_next(
@@ -231,17 +215,24 @@ def claim_next_statement(
     # No second "status = 'queued'" here: the candidate is locked (PostgreSQL) or the write
     # lock is held (SQLite), so it is still queued; and with it, PostgreSQL finds the row
     # through the claim index, scanning it all, instead of by primary key.
-    return (
-        sa.update(tasks)
-        .where(tasks.c.id == candidate.scalar_subquery())
-        .values(
-            status=Status.RUNNING.value,
-            updated_at=NOW,
-            version=tasks.c.version + 1,
-            **set_clause(shape, prefix),
-        )
-        .returning(*tasks.c)
+    return moving_to(
+        sa.update(tasks).where(tasks.c.id == candidate.scalar_subquery()),
+        Status.RUNNING,
+        shape,
+        prefix,
     )
+
+
+def moving_to(update: sa.Update, target: Status, shape: Shape, prefix: str = "set_") -> sa.Update:
+    """``update`` (of the tasks table) moving the rows it matches to ``target``: their
+    status, ``updated_at``, version and the values of ``shape`` (parameters named ``prefix``
+    + column), returning the new rows."""
+    return update.values(
+        status=target.value,
+        updated_at=NOW,
+        version=tasks.c.version + 1,
+        **set_clause(shape, prefix),
+    ).returning(*tasks.c)
 
 
 def next_queued(

@@ -371,15 +371,16 @@ class Store(AggregateQueries):
         values = changes(transition, error=error, result=result, run_after=run_after,
                          worker=worker)  # fmt: skip
         if attempt is not None and conn is None and self.dialect == "postgresql":
-            ended = self._end_run_at_once(
-                task_id, attempt, transition, values, actor=actor, message=message, data=data
-            )
+            ended = self._end_run(
+                None, task_id, attempt, transition, values,
+                actor=actor, message=message, data=data,
+            )  # fmt: skip
             if ended is not None:
                 return ended
             # Nothing was written: the locking path below says why.
         with self.writing(conn) as c:
             if attempt is not None and self.dialect == "sqlite":
-                ended = self._end_run_in(
+                ended = self._end_run(
                     c, task_id, attempt, transition, values,
                     actor=actor, message=message, data=data,
                 )  # fmt: skip
@@ -399,8 +400,8 @@ class Store(AggregateQueries):
         how the run ended. ``RunSuperseded`` when the run no longer owns the task."""
         values = changes(COMPLETE, result=result)
         if self.dialect == "postgresql":
-            completed = self._end_run_at_once(
-                task_id, attempt, COMPLETE, values, actor=actor, message=None, data=None,
+            completed = self._end_run(
+                None, task_id, attempt, COMPLETE, values, actor=actor, message=None, data=None,
                 unless_items_failed=True,
             )  # fmt: skip
             if completed is not None:
@@ -458,7 +459,7 @@ class Store(AggregateQueries):
     ) -> TaskRecord | None:
         """Complete run ``attempt`` in ``conn``'s transaction, as ``complete_run``."""
         if self.dialect == "sqlite":
-            completed = self._end_run_in(
+            completed = self._end_run(
                 conn, task_id, attempt, COMPLETE, values, actor=actor, message=None,
                 data=None, unless_items_failed=True,
             )  # fmt: skip
@@ -472,8 +473,9 @@ class Store(AggregateQueries):
             return None
         return self._apply(conn, current, COMPLETE, values, actor=actor, message=None, data=None)
 
-    def _end_run_at_once(
+    def _end_run(
         self,
+        conn: Connection | None,
         task_id: str,
         attempt: int,
         transition: Transition,
@@ -484,45 +486,22 @@ class Store(AggregateQueries):
         data: dict[str, Any] | None,
         unless_items_failed: bool = False,
     ) -> TaskRecord | None:
-        """PostgreSQL: end a run by ``transition`` in one statement; None when its guard
-        (the run still owns the task, no failed items if asked) did not hold."""
-        if not transition.allows(Status.RUNNING):
-            return None
-        bound = pg.end_run(
-            task_id,
-            attempt,
-            transition,
-            values,
-            self.clock(),
-            message=message,
-            data={"transition": transition.name, **(data or {})},
-            actor=actor,
-            notify=_notify_for(transition.target),
-            unless_items_failed=unless_items_failed,
-        )
-        row = self._write_at_once(bound)
-        return None if row is None else TaskRecord.from_row(row._mapping)
-
-    def _end_run_in(
-        self,
-        conn: Connection,
-        task_id: str,
-        attempt: int,
-        transition: Transition,
-        values: dict[str, Any],
-        *,
-        actor: str | None,
-        message: str | None,
-        data: dict[str, Any] | None,
-        unless_items_failed: bool = False,
-    ) -> TaskRecord | None:
-        """End a run by ``transition`` in ``conn``'s transaction with one guarded
-        ``UPDATE`` (no locking read first), then its links and event; None, with nothing
-        written, when the guard (the run still owns the task, no failed items if asked)
-        did not hold."""
+        """End a run by ``transition`` without a locking read: its guard (the run still
+        owns the task; no failed items, if asked) is the ``UPDATE``'s ``WHERE``. Without
+        ``conn`` (PostgreSQL), one statement in autocommit mode writes the links and the
+        event too; in ``conn``'s transaction they follow the ``UPDATE``. None, with nothing
+        written, when the guard did not hold."""
         if not transition.allows(Status.RUNNING):
             return None
         now = self.clock()
+        if conn is None:
+            bound = pg.end_run(
+                task_id, attempt, transition, values, now, message=message,
+                data={"transition": transition.name, **(data or {})}, actor=actor,
+                notify=_notify_for(transition.target), unless_items_failed=unless_items_failed,
+            )  # fmt: skip
+            row = self._write_at_once(bound)
+            return None if row is None else TaskRecord.from_row(row._mapping)
         end = q.end_of_run(
             task_id, attempt, transition, values, now, unless_items_failed=unless_items_failed
         )
