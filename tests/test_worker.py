@@ -17,7 +17,7 @@ from sqlalchemy import event
 from tasktrail import DoNotRetry, EventRecord, Status, TaskContext, TaskRecord, Trail, Worker
 from tasktrail.errors import InvalidInput
 from tasktrail.retries import JITTER
-from tasktrail.worker import POLL_WITH_LISTEN
+from tasktrail.worker import POLL_WITH_LISTEN, RECHECK_DUE_EVERY
 
 #: Threads that tests release: a gated task waits for its gate before it returns.
 GATES: dict[str, threading.Event] = {}
@@ -222,6 +222,38 @@ def test_polling_is_only_a_safety_net_where_other_processes_can_be_heard(
 ) -> None:
     # PostgreSQL LISTEN, or a SQLite file's commit watcher: both hear other processes.
     assert start().poll_interval == POLL_WITH_LISTEN
+
+
+def test_a_storm_of_hints_rereads_due_times_at_most_every_tenth_of_a_second(
+    database_url: str, tasks: Trail, start: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = Trail(database_url)  # another process, as far as wake-ups go
+    other.registry = tasks.registry
+    reads: list[float] = []
+    next_due = tasks.store.next_due
+
+    def counted() -> datetime | None:
+        reads.append(time.monotonic())
+        return next_due()
+
+    monkeypatch.setattr(tasks.store, "next_due", counted)
+    start(poll_interval=60)
+    wait_for(lambda: reads, what="the first look at due times")
+    later = other.store.clock() + timedelta(hours=1)
+    try:
+        began = time.monotonic()
+        reads.clear()
+        for _ in range(40):
+            # Each is a hint that due times changed: NOTIFY on PostgreSQL, a commit on SQLite.
+            other.submit("w.add", {"a": 1, "b": 1}, run_after=later)
+            time.sleep(0.01)
+        last_hint = time.monotonic()
+        time.sleep(3 * RECHECK_DUE_EVERY)
+    finally:
+        other.close()
+
+    assert len(reads) <= (last_hint - began) / RECHECK_DUE_EVERY + 2
+    assert reads and reads[-1] > last_hint  # the last hint was not dropped, only deferred
 
 
 def ran_after_due(trail: Trail, task_id: str, due: datetime) -> float:
