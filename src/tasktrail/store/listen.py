@@ -187,7 +187,7 @@ def listen_for_events(engine: Engine, callback: Callable[[], None]) -> Listening
     database (on a SQLite file, whenever anything commits), or None when it can hear
     neither (the caller must poll)."""
     if not can_listen(engine):
-        return watch_commits(engine, callback)
+        return watch_commits(engine, callback, wait=False)  # called on the feed's event loop
     listener = NotificationListener(connector(engine), callback)
     listener.start()
     return listener

@@ -50,7 +50,7 @@ class CommitWatcher:
 
     def start(self, *, timeout: float = 10.0) -> bool:
         """Start watching; returns once the first look was taken (True) or after ``timeout``
-        seconds (False, and the watcher keeps trying)."""
+        seconds (False, and the watcher keeps trying; 0: at once)."""
         self._thread.start()
         return self._watching.wait(timeout)
 
@@ -95,13 +95,15 @@ def can_watch(engine: Engine) -> bool:
     return database not in ("", ":memory:") and url.query.get("mode") != "memory"
 
 
-def watch_commits(engine: Engine, on_commit: Callable[[], None]) -> CommitWatcher | None:
+def watch_commits(
+    engine: Engine, on_commit: Callable[[], None], *, wait: bool = True
+) -> CommitWatcher | None:
     """A started watcher of commits to ``engine``'s SQLite file, or None when the database
-    is not a SQLite file."""
+    is not a SQLite file. With ``wait``, it has taken its first look when this returns
+    (unless that took more than 10 s); without, it returns at once (for an event loop)."""
     if not can_watch(engine):
         return None
-
     watcher = CommitWatcher(lambda: detached_connection(engine), on_commit)
-    if not watcher.start():
+    if not watcher.start(timeout=10.0 if wait else 0.0) and wait:
         logger.warning("the SQLite commit watcher is not in place yet; relying on polling")
     return watcher
