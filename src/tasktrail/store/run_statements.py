@@ -183,7 +183,7 @@ def claim_next(
 
     ``FOR UPDATE SKIP LOCKED`` makes concurrent claimers pass each other by."""
     shape, params = shape_of(changes)
-    params |= claim_filters(queues, names)
+    params |= claim_filters(queues, names, "postgresql")
     params |= {"arg_now": now, "arg_actor": actor}
     return Bound(_claim_next(bool(queues), names is not None, shape, notify), params)
 
@@ -337,7 +337,7 @@ def complete_then_claim(
     the task, or an item failed)."""
     end_shape, params = shape_of(completion)
     claim_shape, claim_params = shape_of(claim, prefix="next_")
-    params |= claim_params | claim_filters(queues, names)
+    params |= claim_params | claim_filters(queues, names, "postgresql")
     params |= {"arg_task_id": task_id, "arg_attempt": attempt, "arg_now": now,
                "arg_actor": actor, "arg_message": None,
                "arg_data": {"transition": COMPLETE.name}}  # fmt: skip

@@ -187,18 +187,20 @@ def claim_next(
     on SQLite the write lock of ``BEGIN IMMEDIATE`` serialises them.
     """
     shape, params = shape_of(changes)
-    params |= claim_filters(queues, names)
+    params |= claim_filters(queues, names, dialect)
     params["arg_now"] = now
     return Bound(claim_next_statement(bool(queues), names is not None, shape, dialect), params)
 
 
-def claim_filters(queues: Collection[str] | None, names: Collection[str] | None) -> dict[str, Any]:
+def claim_filters(
+    queues: Collection[str] | None, names: Collection[str] | None, dialect: str
+) -> dict[str, Any]:
     """The parameters of ``claim_next_statement``'s queue and name filters."""
     params: dict[str, Any] = {}
     if queues:
-        params["arg_queues"] = list(queues)
+        params["arg_queues"] = _list_value(queues, dialect)
     if names is not None:
-        params["arg_names"] = list(names)
+        params["arg_names"] = _list_value(names, dialect)
     return params
 
 
@@ -240,7 +242,7 @@ def next_queued(
 ) -> Bound:
     """The id of the task that ``claim_next`` would claim now (of ``queues`` and ``names``
     when given), if any, read without locking it."""
-    params = claim_filters(queues, names)
+    params = claim_filters(queues, names, dialect)
     return Bound(next_queued_statement(bool(queues), names is not None, dialect), params)
 
 
@@ -249,7 +251,7 @@ def next_queued_statement(by_queue: bool, by_name: bool, dialect: str) -> sa.Sel
     """``next_queued``'s statement (its parameters: ``claim_filters``)."""
     # 'queued' written out, not a parameter: only then can SQLite and PostgreSQL (in the
     # generic plan of a prepared statement) see that the partial claim index applies.
-    queued = sa.literal_column(f"'{Status.QUEUED.value}'", sa.String())
+    queued = _literal(Status.QUEUED.value)
     if dialect == "sqlite":
         # Without statistics (who runs ANALYZE on an app's SQLite file?) SQLite prefers an
         # index on status and sorts every queued task on each claim; SQLAlchemy renders no
@@ -267,11 +269,19 @@ def next_queued_statement(by_queue: bool, by_name: bool, dialect: str) -> sa.Sel
 
 
 def _one_of(column: sa.ColumnClause[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
-    # PostgreSQL: one array parameter, so the text (and its prepared plan) is the same for
-    # any number of values, and SQLAlchemy has no list to expand on every execution.
+    """``column`` is one of the values of the parameter ``name`` (``_list_value`` makes
+    it): one parameter on either database, so the statement's text, and on PostgreSQL its
+    prepared plan, is the same for any number of values.
+
+    PostgreSQL takes an array, whose length its planner knows (given JSON text, it assumed
+    100 values and, on a table of 30,000 links, read them all). SQLite takes a JSON array,
+    which ``json_each`` reads: a list that SQLAlchemy expands into one parameter per value
+    is rendered again on every execution, which cost more than SQLite spent running it.
+    """
     if dialect == "postgresql":
         return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(sa.String())))
-    return column.in_(sa.bindparam(name, expanding=True))
+    listed = sa.func.json_each(sa.bindparam(name, type_=sa.String())).table_valued("value")
+    return column.in_(sa.select(listed.c.value))
 
 
 def due_scheduled(now: datetime, limit: int) -> sa.Select[Any]:
@@ -556,29 +566,13 @@ def links_of(task_ids: Collection[str], dialect: str) -> Bound:
 def _links_of(dialect: str) -> sa.Select[Any]:
     return (
         sa.select(*(links.c[name] for name in LINK_FIELDS))
-        .where(_in_list(links.c.task_id, "arg_task_ids", dialect))
+        .where(_one_of(links.c.task_id, "arg_task_ids", dialect))
         .order_by(links.c.task_id, links.c.created_at, links.c.resource_type, links.c.resource_id)
     )
 
 
-def _in_list(column: sa.ColumnClause[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
-    """``column`` is one of the values of the parameter ``name`` (``_list_value`` makes
-    it): one parameter on either database, so the statement's text is the same for any
-    number of values.
-
-    PostgreSQL takes an array, whose length its planner knows (given JSON text, it assumed
-    100 values and, on a table of 30,000 links, read them all). SQLite takes a JSON array,
-    which ``json_each`` reads: a list that SQLAlchemy expands into one parameter per value
-    is rendered again on every execution, which cost more than SQLite spent running it.
-    """
-    if dialect == "postgresql":
-        return _one_of(column, name, dialect)
-    listed = sa.func.json_each(sa.bindparam(name, type_=sa.String())).table_valued("value")
-    return column.in_(sa.select(listed.c.value))
-
-
 def _list_value(values: Collection[str], dialect: str) -> Any:
-    """The value of an ``_in_list`` parameter holding ``values``."""
+    """The value of a ``_one_of`` parameter holding ``values``."""
     return list(values) if dialect == "postgresql" else json.dumps(list(values))
 
 

@@ -370,7 +370,7 @@ class Store(AggregateQueries):
         """
         values = changes(transition, error=error, result=result, run_after=run_after,
                          worker=worker)  # fmt: skip
-        if attempt is not None and conn is None and self.dialect == "postgresql":
+        if attempt is not None and conn is None:
             ended = self._end_run(
                 None, task_id, attempt, transition, values,
                 actor=actor, message=message, data=data,
@@ -379,13 +379,6 @@ class Store(AggregateQueries):
                 return ended
             # Nothing was written: the locking path below says why.
         with self.writing(conn) as c:
-            if attempt is not None and self.dialect == "sqlite":
-                ended = self._end_run(
-                    c, task_id, attempt, transition, values,
-                    actor=actor, message=message, data=data,
-                )  # fmt: skip
-                if ended is not None:
-                    return ended
             current = self._lock(c, task_id)
             self._check(current, transition, attempt)
             return self._apply(
@@ -399,13 +392,12 @@ class Store(AggregateQueries):
         items failed: then nothing is written and None comes back, for the caller to decide
         how the run ended. ``RunSuperseded`` when the run no longer owns the task."""
         values = changes(COMPLETE, result=result)
-        if self.dialect == "postgresql":
-            completed = self._end_run(
-                None, task_id, attempt, COMPLETE, values, actor=actor, message=None, data=None,
-                unless_items_failed=True,
-            )  # fmt: skip
-            if completed is not None:
-                return completed
+        completed = self._end_run(
+            None, task_id, attempt, COMPLETE, values, actor=actor, message=None, data=None,
+            unless_items_failed=True,
+        )  # fmt: skip
+        if completed is not None:
+            return completed
         with self.writing() as c:
             return self._complete_locked(c, task_id, attempt, values, actor=actor)
 
@@ -443,7 +435,12 @@ class Store(AggregateQueries):
                 return None
             return completed, self.claim(worker=worker, queues=queues, names=names)
         with self.writing() as c:
-            completed = self._complete_locked(c, task_id, attempt, completion, actor=worker)
+            completed = self._end_run(
+                c, task_id, attempt, COMPLETE, completion, actor=worker, message=None,
+                data=None, unless_items_failed=True,
+            )  # fmt: skip
+            if completed is None:  # nothing written: the locking path says why
+                completed = self._complete_locked(c, task_id, attempt, completion, actor=worker)
             if completed is None:
                 return None
             return completed, self._claim_in(c, worker, queues, names, actor=worker)
@@ -457,15 +454,8 @@ class Store(AggregateQueries):
         *,
         actor: str | None,
     ) -> TaskRecord | None:
-        """Complete run ``attempt`` in ``conn``'s transaction, as ``complete_run``."""
-        if self.dialect == "sqlite":
-            completed = self._end_run(
-                conn, task_id, attempt, COMPLETE, values, actor=actor, message=None,
-                data=None, unless_items_failed=True,
-            )  # fmt: skip
-            if completed is not None:
-                return completed
-            # Nothing was written: the locking path below says why, or completes after all.
+        """Complete run ``attempt`` in ``conn``'s transaction, as ``complete_run``, after a
+        locking read that names why a run cannot be completed."""
         current = self._lock(conn, task_id)
         self._check(current, COMPLETE, attempt)
         failed = q.any_item_failed(task_id)
@@ -487,12 +477,18 @@ class Store(AggregateQueries):
         unless_items_failed: bool = False,
     ) -> TaskRecord | None:
         """End a run by ``transition`` without a locking read: its guard (the run still
-        owns the task; no failed items, if asked) is the ``UPDATE``'s ``WHERE``. Without
-        ``conn`` (PostgreSQL), one statement in autocommit mode writes the links and the
-        event too; in ``conn``'s transaction they follow the ``UPDATE``. None, with nothing
-        written, when the guard did not hold."""
+        owns the task; no failed items, if asked) is the ``UPDATE``'s ``WHERE``, followed by
+        the links and the event, in ``conn``'s transaction or (None) a transaction of its
+        own: on PostgreSQL, one statement in autocommit mode. None, with nothing written,
+        when the guard did not hold."""
         if not transition.allows(Status.RUNNING):
             return None
+        if conn is None and self.dialect != "postgresql":
+            with self.writing() as own:
+                return self._end_run(
+                    own, task_id, attempt, transition, values, actor=actor, message=message,
+                    data=data, unless_items_failed=unless_items_failed,
+                )  # fmt: skip
         now = self.clock()
         if conn is None:
             bound = pg.end_run(
@@ -652,7 +648,7 @@ class Store(AggregateQueries):
         # SQLite: every write transaction takes the one write lock that all workers share,
         # so a claim with nothing to take first looks, as a reader, without it.
         peek = q.next_queued(queues, names, self.dialect)
-        with self.engine.connect() as c:
+        with self.reading() as c:
             if c.execute(peek.statement, peek.params).first() is None:
                 return None
         with self.writing() as c:
