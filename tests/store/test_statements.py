@@ -72,8 +72,8 @@ def _plan(trail: Trail, statement: sa.Executable, params: dict[str, Any]) -> str
         text = re.sub(r"%\((\w+)\)s", numbered, text)
         conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
         conn.exec_driver_sql(f"PREPARE tasktrail_claim AS {text}")
-        nulls = ", ".join("NULL" for _ in names)
-        rows = conn.exec_driver_sql(f"EXPLAIN EXECUTE tasktrail_claim({nulls})").all()
+        nulls = f"({', '.join('NULL' for _ in names)})" if names else ""
+        rows = conn.exec_driver_sql(f"EXPLAIN EXECUTE tasktrail_claim{nulls}").all()
         conn.rollback()
         return "\n".join(row[0] for row in rows)
 

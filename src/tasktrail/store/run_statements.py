@@ -36,6 +36,7 @@ from tasktrail.store.statements import (
     Shape,
     claim_filters,
     claim_next_statement,
+    constant,
     end_of_run_statement,
     record_progress_statement,
     shape_of,
@@ -56,31 +57,25 @@ def _with_transition_event(
     message: sa.ColumnElement[Any],
     data: sa.ColumnElement[Any],
     notify: Notify,
-    name: str = "inserted_event",
+    name: str = "event",
 ) -> sa.Select[Any]:
-    """The changed task's row, once its ``transition`` event row (a CTE named ``name``)
-    is written."""
+    """The changed task's row, with its ``transition`` event row written (by a CTE named
+    ``name``; PostgreSQL runs every data-modifying CTE, read or not) and stamped with the
+    change's ``updated_at``."""
     event = sa.select(
         changed.c.id,
-        sa.literal("transition", sa.String),
-        sa.literal(from_status.value if from_status else None, sa.String),
+        constant("transition"),
+        constant(from_status.value) if from_status else sa.null(),
         changed.c.status,
         changed.c.progress,
         changed.c.current_step,
         message,
         data,
         _ACTOR,
-        NOW,
+        changed.c.updated_at,
     )
-    inserted = (
-        sa.insert(events)
-        .from_select(list(EVENT_COLUMNS), event)
-        .returning(events.c.task_id)
-        .cte(name)
-    )
-    return sa.select(changed, *notify(inserted.c.task_id, changed.c.queue)).select_from(
-        changed.join(inserted, changed.c.id == inserted.c.task_id)
-    )
+    inserted = sa.insert(events).from_select(list(EVENT_COLUMNS), event).cte(name)
+    return sa.select(changed, *notify(changed.c.id, changed.c.queue)).add_cte(inserted)
 
 
 # -- submit -------------------------------------------------------------------------------
@@ -194,14 +189,16 @@ def _claim_next(by_queue: bool, by_name: bool, shape: Shape, notify: Notify) -> 
     return _with_claim_event(claimed, notify)
 
 
-def _with_claim_event(
-    claimed: sa.CTE, notify: Notify, name: str = "inserted_event"
-) -> sa.Select[Any]:
+def _with_claim_event(claimed: sa.CTE, notify: Notify, name: str = "event") -> sa.Select[Any]:
     return _with_transition_event(
         claimed,
         from_status=Status.QUEUED,
-        message=sa.func.format("attempt %s of %s", claimed.c.attempts, claimed.c.max_attempts),
-        data=sa.func.jsonb_build_object("transition", CLAIM.name, "attempt", claimed.c.attempts),
+        message=sa.func.format(
+            constant("attempt %s of %s"), claimed.c.attempts, claimed.c.max_attempts
+        ),
+        data=sa.func.jsonb_build_object(
+            constant("transition"), constant(CLAIM.name), constant("attempt"), claimed.c.attempts
+        ),
         notify=notify,
         name=name,
     )
@@ -231,7 +228,7 @@ def _record_progress() -> sa.Select[Any]:
     updated = record_progress_statement().cte("updated")
     event = sa.select(
         updated.c.id,
-        sa.literal("progress", sa.String),
+        constant("progress"),
         PROGRESS,
         STEP,
         _ACTOR,
@@ -240,12 +237,9 @@ def _record_progress() -> sa.Select[Any]:
     inserted = (
         sa.insert(events)
         .from_select(["task_id", "type", "progress", "step", "actor", "created_at"], event)
-        .returning(events.c.task_id)
-        .cte("inserted_event")
+        .cte("event")
     )
-    return sa.select(updated.c.cancel_requested_at).select_from(
-        updated.join(inserted, updated.c.id == inserted.c.task_id)
-    )
+    return sa.select(updated.c.cancel_requested_at).add_cte(inserted)
 
 
 # -- end of a run -------------------------------------------------------------------------
@@ -296,7 +290,7 @@ def _with_end_event(ended: sa.CTE, transition: Transition, notify: Notify) -> sa
     unlinked = (  # running is active: the links stop being so
         sa.update(links)
         .where(links.c.task_id.in_(sa.select(ended.c.id)))
-        .values(active=False)
+        .values(active=constant(False))
         .cte("unlinked")
     )
     return statement.add_cte(unlinked)
@@ -308,12 +302,6 @@ def _ended(transition: Transition, shape: Shape, unless_items_failed: bool) -> s
 
 
 # -- end of a run and the next claim ------------------------------------------------------
-
-#: Names the row a ``complete_then_claim`` statement returns: the completed task, or the
-#: next one it claimed.
-KIND = "row_kind"
-COMPLETED = "completed"
-CLAIMED = "claimed"
 
 
 def complete_then_claim(
@@ -332,8 +320,8 @@ def complete_then_claim(
     ``names`` when given, setting ``claim``) with both events: what a worker thread does
     between two tasks, in one statement.
 
-    Rows, told apart by their ``KIND`` column: the ``COMPLETED`` task, then the
-    ``CLAIMED`` one if any was queued. No rows: nothing was written (the run no longer owns
+    Rows, told apart by their status: the completed task, then the running one it
+    claimed if any was queued. No rows: nothing was written (the run no longer owns
     the task, or an item failed)."""
     end_shape, params = shape_of(completion)
     claim_shape, claim_params = shape_of(claim, prefix="next_")
@@ -355,11 +343,8 @@ def _complete_then_claim(
     # Only after a completion: a run that lost its task, or whose items failed, is
     # recorded by the caller first, and its thread claims afterwards.
     claimed = claim.where(sa.exists(sa.select(ended.c.id))).cte("claimed")
-    next_task = _with_claim_event(claimed, _no_notices, name="claim_event")
-    return sa.union_all(
-        completed.add_columns(sa.literal(COMPLETED, sa.String).label(KIND)),
-        next_task.add_columns(sa.literal(CLAIMED, sa.String).label(KIND)),
-    )
+    next_task = _with_claim_event(claimed, _no_notices, name="next_event")
+    return sa.union_all(completed, next_task)
 
 
 def _no_notices(_task_id: sa.ColumnElement[Any], _queue: sa.ColumnElement[Any]) -> list[Any]:

@@ -10,7 +10,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -46,6 +46,11 @@ STEP = sa.bindparam("arg_step", type_=sa.String())
 #: The columns of a task row, in ``TASK_FIELDS`` order (as ``TaskRecord.from_values``
 #: takes them).
 TASK_COLUMNS = tuple(tasks.c[name] for name in TASK_FIELDS)
+#: The tasks table as a status move (``moving_to``) updates it. A short alias, because a
+#: move names every column in its ``RETURNING``: psycopg caches its parse of a statement's
+#: text only up to 4,096 characters, and ``complete_then_claim`` (two moves) went past that
+#: with the table's full name, which cost 170 µs of parsing on each call.
+MOVED = cast(sa.Alias, tasks.alias("t"))  # an Alias, typed as the wider NamedFromClause
 #: "The link's task is active", written as the partial index of active links is: only then
 #: do the databases read that index. PostgreSQL does not see that ``active IS true`` implies
 #: ``active``, and SQLite matches an index's WHERE term as written (SQLAlchemy renders a
@@ -55,8 +60,24 @@ ACTIVE_LINK = sa.text(f"{links.name}.active")
 EVENT_COLUMNS = ("task_id", "type", "from_status", "to_status", "progress", "step", "message",
                  "data", "actor", "created_at")  # fmt: skip
 
-#: How each column is set: ``(column, "now" | "increment" | "value")``, hashable.
+
+def constant(value: str | int | bool) -> sa.ColumnElement[Any]:
+    """``value`` (a status, a row kind, a count: never user input) written into the
+    statement as a constant, not sent as a parameter: the hot statements stay short
+    (see ``MOVED``), each run sends fewer parameters, and a prepared statement's generic
+    plan still sees the value (and with it which partial index applies)."""
+    if isinstance(value, bool):
+        return sa.true() if value else sa.false()
+    if isinstance(value, int):
+        return sa.literal_column(str(value), sa.Integer())
+    return sa.literal_column(f"'{value}'", sa.String())
+
+
+#: How each column is set: ``(column, "now" | "increment" | "null" | "value")``, hashable.
 Shape = tuple[tuple[str, str], ...]
+
+
+_JSON_COLUMNS = frozenset(column.name for column in tasks.c if isinstance(column.type, sa.JSON))
 
 
 def shape_of(changes: Mapping[str, Any], prefix: str = "set_") -> tuple[Shape, dict[str, Any]]:
@@ -69,6 +90,8 @@ def shape_of(changes: Mapping[str, Any], prefix: str = "set_") -> tuple[Shape, d
             shape.append((column, "now"))
         elif value is INCREMENT:
             shape.append((column, "increment"))
+        elif value is None and column not in _JSON_COLUMNS:  # JSON's None is JSON null
+            shape.append((column, "null"))
         else:
             shape.append((column, "value"))
             params[f"{prefix}{column}"] = value
@@ -82,7 +105,9 @@ def set_clause(shape: Shape, prefix: str = "set_") -> dict[str, Any]:
         if kind == "now":
             clause[column] = NOW
         elif kind == "increment":
-            clause[column] = tasks.c[column] + 1
+            clause[column] = MOVED.c[column] + constant(1)
+        elif kind == "null":
+            clause[column] = sa.null()
         else:
             clause[column] = sa.bindparam(f"{prefix}{column}", type_=tasks.c[column].type)
     return clause
@@ -132,11 +157,11 @@ def compare_and_set(
 @cache
 def _compare_and_set(transition: Transition, expected: Status, shape: Shape) -> sa.Update:
     return moving_to(
-        sa.update(tasks).where(
-            tasks.c.id == TASK_ID,
-            tasks.c.status.in_([s.value for s in transition.sources]),
-            tasks.c.status == expected.value,
-            tasks.c.version == sa.bindparam("arg_version", type_=sa.Integer()),
+        sa.update(MOVED).where(
+            MOVED.c.id == TASK_ID,
+            MOVED.c.status.in_([s.value for s in transition.sources]),
+            MOVED.c.status == expected.value,
+            MOVED.c.version == sa.bindparam("arg_version", type_=sa.Integer()),
         ),
         transition.target,
         shape,
@@ -166,11 +191,11 @@ def end_of_run_statement(
     transition: Transition, shape: Shape, unless_items_failed: bool
 ) -> sa.Update:
     """``end_of_run``'s statement (its parameters: ``end_of_run``)."""
-    guard = [tasks.c.id == TASK_ID, tasks.c.status == Status.RUNNING.value,
-             tasks.c.attempts == ATTEMPT]  # fmt: skip
+    guard = [MOVED.c.id == TASK_ID, MOVED.c.status == constant(Status.RUNNING.value),
+             MOVED.c.attempts == ATTEMPT]  # fmt: skip
     if unless_items_failed:
         guard.append(~item_failed())
-    return moving_to(sa.update(tasks).where(*guard), transition.target, shape)
+    return moving_to(sa.update(MOVED).where(*guard), transition.target, shape)
 
 
 def claim_next(
@@ -218,7 +243,7 @@ def claim_next_statement(
     # lock is held (SQLite), so it is still queued; and with it, PostgreSQL finds the row
     # through the claim index, scanning it all, instead of by primary key.
     return moving_to(
-        sa.update(tasks).where(tasks.c.id == candidate.scalar_subquery()),
+        sa.update(MOVED).where(MOVED.c.id == candidate.scalar_subquery()),
         Status.RUNNING,
         shape,
         prefix,
@@ -226,15 +251,15 @@ def claim_next_statement(
 
 
 def moving_to(update: sa.Update, target: Status, shape: Shape, prefix: str = "set_") -> sa.Update:
-    """``update`` (of the tasks table) moving the rows it matches to ``target``: their
+    """``update`` (of ``MOVED``) moving the rows it matches to ``target``: their
     status, ``updated_at``, version and the values of ``shape`` (parameters named ``prefix``
     + column), returning the new rows."""
     return update.values(
-        status=target.value,
+        status=constant(target.value),
         updated_at=NOW,
-        version=tasks.c.version + 1,
+        version=MOVED.c.version + constant(1),
         **set_clause(shape, prefix),
-    ).returning(*tasks.c)
+    ).returning(*MOVED.c)
 
 
 def next_queued(
@@ -251,7 +276,7 @@ def next_queued_statement(by_queue: bool, by_name: bool, dialect: str) -> sa.Sel
     """``next_queued``'s statement (its parameters: ``claim_filters``)."""
     # 'queued' written out, not a parameter: only then can SQLite and PostgreSQL (in the
     # generic plan of a prepared statement) see that the partial claim index applies.
-    queued = _literal(Status.QUEUED.value)
+    queued = constant(Status.QUEUED.value)
     if dialect == "sqlite":
         # Without statistics (who runs ANALYZE on an app's SQLite file?) SQLite prefers an
         # index on status and sorts every queued task on each claim; SQLAlchemy renders no
@@ -259,13 +284,14 @@ def next_queued_statement(by_queue: bool, by_name: bool, dialect: str) -> sa.Sel
         source: Any = sa.text(f"{tasks.name} INDEXED BY {CLAIM_INDEX}")
         columns = {name: sa.column(name, tasks.c[name].type) for name in _CLAIM_COLUMNS}
     else:
-        source, columns = tasks, {name: tasks.c[name] for name in _CLAIM_COLUMNS}
+        source = tasks.alias("q")  # short, as ``MOVED``: it is part of complete_then_claim
+        columns = {name: source.c[name] for name in _CLAIM_COLUMNS}
     candidate = sa.select(columns["id"]).select_from(source).where(columns["status"] == queued)
     if by_queue:
         candidate = candidate.where(_one_of(columns["queue"], "arg_queues", dialect))
     if by_name:
         candidate = candidate.where(_one_of(columns["name"], "arg_names", dialect))
-    return candidate.order_by(columns["priority"].desc(), columns["id"]).limit(1)
+    return candidate.order_by(columns["priority"].desc(), columns["id"]).limit(constant(1))
 
 
 def _one_of(column: sa.ColumnClause[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
@@ -311,7 +337,7 @@ def record_progress_statement() -> sa.Update:
         sa.update(tasks)
         .where(
             tasks.c.id == TASK_ID,
-            tasks.c.status == Status.RUNNING.value,
+            tasks.c.status == constant(Status.RUNNING.value),
             tasks.c.attempts == ATTEMPT,
         )
         .values(
@@ -417,7 +443,8 @@ def any_item_failed_statement() -> sa.Select[Any]:
 
 def item_failed() -> sa.Exists:
     """True when an item of the task ``arg_task_id`` failed."""
-    return sa.exists().where(items.c.task_id == TASK_ID, items.c.status == ItemStatus.FAILED.value)
+    failed = constant(ItemStatus.FAILED.value)
+    return sa.exists().where(items.c.task_id == TASK_ID, items.c.status == failed)
 
 
 def failed_item_keys(task_id: str, limit: int) -> sa.Select[Any]:
@@ -478,7 +505,7 @@ def _list_tasks(
     if statuses:
         # Written out, like the claim's 'queued': the plan of the prepared statement then
         # knows which statuses it reads (their share of the table, their partial indexes).
-        statement = statement.where(tasks.c.status.in_([_literal(s) for s in statuses]))
+        statement = statement.where(tasks.c.status.in_([constant(s) for s in statuses]))
     if by_name:
         statement = statement.where(tasks.c.name == _param("arg_name"))
     if by_queue:
@@ -554,7 +581,7 @@ def set_links_active(task_id: str, active: bool) -> Bound:
 
 @cache
 def _set_links_active(active: bool) -> sa.Update:
-    return sa.update(links).where(links.c.task_id == TASK_ID).values(active=active)
+    return sa.update(links).where(links.c.task_id == TASK_ID).values(active=constant(active))
 
 
 def links_of(task_ids: Collection[str], dialect: str) -> Bound:
@@ -579,12 +606,6 @@ def _list_value(values: Collection[str], dialect: str) -> Any:
 def _param(name: str, type_: sa.types.TypeEngine[Any] | None = None) -> sa.BindParameter[Any]:
     """A named parameter of a statement built once (its value: the ``Bound``'s)."""
     return sa.bindparam(name, type_=type_ or sa.String())
-
-
-def _literal(value: str) -> sa.ColumnElement[str]:
-    """``value`` (one of the state machine's names, never user input) written into the
-    statement as a string constant."""
-    return sa.literal_column(f"'{value}'", sa.String())
 
 
 def list_events(

@@ -426,8 +426,8 @@ class Store(AggregateQueries):
                 self.clock(), actor=worker,
             )  # fmt: skip
             if rows := self._rows_at_once(bound):
-                found = {row._mapping[pg.KIND]: TaskRecord.from_row(row._mapping) for row in rows}
-                return found[pg.COMPLETED], found.get(pg.CLAIMED)
+                found = {r.status: r for r in (TaskRecord.from_row(row._mapping) for row in rows)}
+                return found[Status.COMPLETED], found.get(Status.RUNNING)
             # Nothing was written: complete_run says why (or completes after a race), and
             # the claim follows on its own.
             completed = self.complete_run(task_id, attempt, result, actor=worker)
