@@ -16,6 +16,7 @@ from sqlalchemy import event
 
 from tasktrail import DoNotRetry, EventRecord, Status, TaskContext, TaskRecord, Trail, Worker
 from tasktrail.errors import InvalidInput
+from tasktrail.records import Claimed
 from tasktrail.retries import JITTER
 from tasktrail.worker import POLL_WITH_LISTEN, RECHECK_DUE_EVERY
 
@@ -171,14 +172,14 @@ def test_a_task_queued_by_another_process_is_found(
 def test_an_idle_worker_looks_at_the_queue_once_per_look_it_needs(
     tasks: Trail, start: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    claims: list[TaskRecord | None] = []
-    claim = tasks.store.claim
+    claims: list[Claimed | None] = []
+    claim = tasks.store.claim_next
 
-    def counted(**options: Any) -> TaskRecord | None:
+    def counted(**options: Any) -> Claimed | None:
         claims.append(claimed := claim(**options))
         return claimed
 
-    monkeypatch.setattr(tasks.store, "claim", counted)
+    monkeypatch.setattr(tasks.store, "claim_next", counted)
     # Only this process's submits wake it: no other process's commits to hear.
     monkeypatch.setattr("tasktrail.worker.listen_for_queued", lambda *_, **__: None)
     start(concurrency=2, poll_interval=60)
@@ -189,10 +190,27 @@ def test_an_idle_worker_looks_at_the_queue_once_per_look_it_needs(
         wait_for(lambda: ended(tasks, task.id), what=task.id)  # noqa: B023
         time.sleep(0.05)  # idle again
 
-    # Per task, the dispatch thread claims it, then looks once more for its second slot.
-    # The end of the run looked at the queue too (in its own write), so the slot it frees
-    # needs no third look.
-    assert [c is not None for c in claims] == [True, False] * 5
+    # Per task, the dispatch thread claims it, and the claim said nothing else was queued:
+    # no second look for the other slot. The end of the run looked at the queue too (in its
+    # own write), so the slot it frees needs no look either.
+    assert [c is not None and not c.more_queued for c in claims] == [True] * 5
+
+
+def test_a_claim_that_saw_more_queued_fills_the_other_slot_at_once(
+    tasks: Trail, start: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gates = [f"more-{n}" for n in range(2)]
+    GATES.update({gate: threading.Event() for gate in gates})
+    waiting = [tasks.submit("w.gated", {"gate": gate}) for gate in gates]
+    # Nothing wakes the worker after start-up: only its own look fills both slots.
+    monkeypatch.setattr("tasktrail.worker.listen_for_queued", lambda *_, **__: None)
+    start(concurrency=2, poll_interval=60)
+    try:
+        for task in waiting:
+            wait_for(lambda: tasks.get(task.id).progress > 0, what=task.id)  # noqa: B023
+    finally:
+        for gate in gates:
+            GATES[gate].set()
 
 
 def test_a_task_queued_while_a_run_ends_is_not_left_for_the_next_poll(

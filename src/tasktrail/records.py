@@ -232,6 +232,14 @@ class ItemRecord:
 
 
 @dataclass(frozen=True)
+class Claimed:
+    """A task a worker claimed, and whether another task it could take was queued then."""
+
+    task: TaskRecord
+    more_queued: bool
+
+
+@dataclass(frozen=True)
 class Beat:
     """What a heartbeat learned about one run its worker still owns."""
 

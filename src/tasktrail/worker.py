@@ -30,7 +30,7 @@ from typing import Any
 
 from tasktrail.errors import InvalidInput, InvalidTransition, RunSuperseded
 from tasktrail.executor import EmbeddedExecutor
-from tasktrail.records import TaskRecord
+from tasktrail.records import Claimed, TaskRecord
 from tasktrail.runner import NextClaim, Runner
 from tasktrail.settings import heartbeat_settings, positive
 from tasktrail.states import CANCEL, REQUEUE, Status
@@ -282,10 +282,13 @@ class Worker:
                     self._recheck_due.clear()
                     self._rechecked_at = now
                     self._promote_at = now + self._promote_due()
-                if (task := self._claim()) is not None:
-                    if (sync := self._start(task)) is not None:
+                if (claimed := self._claim()) is not None:
+                    if (sync := self._start(claimed.task)) is not None:
                         self._jobs.put(sync)
-                    continue
+                    if claimed.more_queued:
+                        continue
+                    # Nothing else was queued: wait for news of a task (one queued since
+                    # the claim's look has woken the worker after ``token``).
             except Exception:
                 logger.exception("worker %s: looking for work failed", self.name)
                 self._stopping.wait(_ERROR_PAUSE)
@@ -309,7 +312,7 @@ class Worker:
             return self.poll_interval
         return min(self.poll_interval, (due - self.store.clock()).total_seconds())
 
-    def _claim(self) -> TaskRecord | None:
+    def _claim(self) -> Claimed | None:
         """Claim the next task into a free slot; None when no slot is free or nothing is
         queued. Counted as running from the claim on, so claimers never take more than
         ``concurrency`` tasks between them."""
@@ -317,18 +320,18 @@ class Worker:
             if self._stopping.is_set() or len(self._runs) + self._claiming >= self.concurrency:
                 return None
             self._claiming += 1
-        task = None
+        claimed = None
         try:
             # Only what this process can run: another app sharing the database runs the rest.
             names = self.trail.registry.names()
-            task = self.store.claim(worker=self.name, queues=self.queues, names=names)
+            claimed = self.store.claim_next(worker=self.name, queues=self.queues, names=names)
         finally:
             with self._lock:
                 self._claiming -= 1
-                if task is not None:
-                    run = _Run(task)
+                if claimed is not None:
+                    run = _Run(claimed.task)
                     self._runs[run.key] = run
-        return task
+        return claimed
 
     def _start(self, task: TaskRecord) -> TaskRecord | None:
         """Start a claimed async task on the event loop; a sync one comes back, for a

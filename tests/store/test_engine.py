@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC
 from typing import Any
 
 import pytest
@@ -79,5 +80,19 @@ def test_only_a_connection_idle_for_long_enough_is_checked(
             _backend_pid(engine)
 
         assert len(pinged) == pings
+    finally:
+        engine.dispose()
+
+
+def test_every_session_reads_timestamps_in_utc(postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as first, engine.connect() as second:
+            for conn in (first, second):
+                assert conn.exec_driver_sql("SHOW TimeZone").scalar_one() == "UTC"
+                now = conn.exec_driver_sql("SELECT now()").scalar_one()
+                assert now.tzinfo is UTC  # the driver's own, with nothing to convert
+            first.rollback()  # the setting outlives a transaction rolled back
+            assert first.exec_driver_sql("SHOW TimeZone").scalar_one() == "UTC"
     finally:
         engine.dispose()

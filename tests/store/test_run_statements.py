@@ -110,6 +110,27 @@ def test_complete_run_leaves_a_task_with_failed_items_to_its_caller(trail: Trail
     assert _active_links(trail, task.id) <= {True}
 
 
+def test_a_claim_says_whether_another_task_it_could_take_was_queued(trail: Trail) -> None:
+    _register(trail)
+    trail.task("runs.other")(lambda ctx: None)
+    trail.submit("runs.noop")
+    trail.submit("runs.noop")
+    trail.submit("runs.other")
+    trail.submit("runs.noop", queue="elsewhere")
+    queues, names = ["default"], ["runs.noop"]
+
+    first = trail.store.claim_next(worker="w1", queues=queues, names=names)
+    second = trail.store.claim_next(worker="w1", queues=queues, names=names)
+
+    assert first is not None and first.more_queued
+    assert second is not None and not second.more_queued  # the others are not for w1
+    assert trail.store.claim_next(worker="w1", queues=queues, names=names) is None
+    third = trail.store.claim_next(worker="w1", names=["runs.noop", "runs.other"])
+    assert third is not None and third.task.name == "runs.other" and third.more_queued
+    last = trail.store.claim_next(worker="w1")
+    assert last is not None and last.task.queue == "elsewhere" and not last.more_queued
+
+
 def test_complete_then_claim_ends_one_run_and_starts_the_next(trail: Trail) -> None:
     _register(trail)
     first = trail.submit("runs.noop", links=[Link("doc", "d1")])

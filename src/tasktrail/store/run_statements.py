@@ -38,6 +38,7 @@ from tasktrail.store.statements import (
     claim_next_statement,
     constant,
     end_of_run_statement,
+    next_queued_statement,
     record_progress_statement,
     shape_of,
 )
@@ -174,7 +175,8 @@ def claim_next(
     notify: Notify,
 ) -> Bound:
     """Move the next queued task (highest priority, then oldest; of ``queues`` and
-    ``names`` when given) to running, with its claim event ("attempt N of M").
+    ``names`` when given) to running, with its claim event ("attempt N of M"). Its row
+    has one more column, ``MORE_QUEUED``: whether another such task was queued.
 
     ``FOR UPDATE SKIP LOCKED`` makes concurrent claimers pass each other by."""
     shape, params = shape_of(changes)
@@ -183,10 +185,18 @@ def claim_next(
     return Bound(_claim_next(bool(queues), names is not None, shape, notify), params)
 
 
+#: The column of ``claim_next``'s row that says whether another task was queued.
+MORE_QUEUED = "more_queued"
+
+
 @cache
 def _claim_next(by_queue: bool, by_name: bool, shape: Shape, notify: Notify) -> sa.Select[Any]:
     claimed = claim_next_statement(by_queue, by_name, shape, "postgresql").cte("claimed")
-    return _with_claim_event(claimed, notify)
+    # The statement's snapshot still sees the claimed task as queued: leave it out.
+    others = next_queued_statement(by_queue, by_name, "postgresql")
+    others = others.where(others.selected_columns[0] != claimed.c.id)
+    more_queued = sa.exists(others).label(MORE_QUEUED)
+    return _with_claim_event(claimed, notify).add_columns(more_queued)
 
 
 def _with_claim_event(claimed: sa.CTE, notify: Notify, name: str = "event") -> sa.Select[Any]:

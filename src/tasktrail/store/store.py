@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from tasktrail.errors import InvalidTransition, RunSuperseded, TaskNotFound
 from tasktrail.records import (
     Beat,
+    Claimed,
     EventRecord,
     ItemCounts,
     ItemRecord,
@@ -637,6 +638,20 @@ class Store(AggregateQueries):
     ) -> TaskRecord | None:
         """Move the next queued task to running for ``worker``; None when none is queued.
         With ``names``, only a task of one of those names is taken."""
+        claimed = self.claim_next(worker=worker, queues=queues, actor=actor, names=names)
+        return None if claimed is None else claimed.task
+
+    def claim_next(
+        self,
+        *,
+        worker: str,
+        queues: Collection[str] | None = None,
+        actor: str | None = None,
+        names: Collection[str] | None = None,
+    ) -> Claimed | None:
+        """``claim``, also saying whether another task that ``claim`` would take was
+        queued when this one was taken. When none was, a worker with a free slot has
+        nothing to look for until it hears of a new task."""
         now = self.clock()
         if self.dialect == "postgresql":
             bound = pg.claim_next(
@@ -644,15 +659,23 @@ class Store(AggregateQueries):
                 actor=actor or worker, notify=_notify_for(Status.RUNNING),
             )  # fmt: skip
             row = self._write_at_once(bound)
-            return None if row is None else TaskRecord.from_row(row._mapping)
-        # SQLite: every write transaction takes the one write lock that all workers share,
-        # so a claim with nothing to take first looks, as a reader, without it.
-        peek = q.next_queued(queues, names, self.dialect)
-        with self.reading() as c:
-            if c.execute(peek.statement, peek.params).first() is None:
+            if row is None:
                 return None
+            return Claimed(TaskRecord.from_row(row._mapping), row._mapping[pg.MORE_QUEUED])
+        # SQLite: every write transaction takes the one write lock that all workers share,
+        # so a claim looks, as a reader without it, whether there is anything to take (and,
+        # after taking it, whether there is more).
+        peek = q.next_queued(queues, names, self.dialect)
+        if not self._any(peek):
+            return None
         with self.writing() as c:
-            return self._claim_in(c, worker, queues, names, actor=actor or worker, now=now)
+            task = self._claim_in(c, worker, queues, names, actor=actor or worker, now=now)
+        return None if task is None else Claimed(task, self._any(peek))
+
+    def _any(self, bound: q.Bound) -> bool:
+        """Whether the read ``bound`` finds a row."""
+        with self.reading() as c:
+            return c.execute(bound.statement, bound.params).first() is not None
 
     def _claim_in(
         self,
