@@ -77,6 +77,7 @@ def constant(value: str | int | bool) -> sa.ColumnElement[Any]:
 Shape = tuple[tuple[str, str], ...]
 
 
+#: Columns whose None is stored as JSON ``null``, not as SQL ``NULL``.
 _JSON_COLUMNS = frozenset(column.name for column in tasks.c if isinstance(column.type, sa.JSON))
 
 
@@ -159,8 +160,8 @@ def _compare_and_set(transition: Transition, expected: Status, shape: Shape) -> 
     return moving_to(
         sa.update(MOVED).where(
             MOVED.c.id == TASK_ID,
-            MOVED.c.status.in_([s.value for s in transition.sources]),
-            MOVED.c.status == expected.value,
+            MOVED.c.status.in_([constant(s.value) for s in transition.sources]),
+            MOVED.c.status == constant(expected.value),
             MOVED.c.version == sa.bindparam("arg_version", type_=sa.Integer()),
         ),
         transition.target,

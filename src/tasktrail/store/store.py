@@ -556,8 +556,9 @@ class Store(AggregateQueries):
         actor: str | None,
         message: str | None,
         data: dict[str, Any] | None,
+        now: datetime | None = None,
     ) -> TaskRecord:
-        now = self.clock()
+        now = now or self.clock()
         cas = q.compare_and_set(
             current.id,
             transition,
@@ -808,11 +809,12 @@ class Store(AggregateQueries):
                     values = changes(LOSE_FAIL, error="worker lost")
                     transition = LOSE_FAIL
                     message = f"worker lost: {silence}; no attempts left"
-                reaped.append(
-                    self._apply(
-                        c, current, transition, values, actor=actor, message=message, data=data
-                    )
-                )
+                # At ``now``: the lose event, and the run_after it announces, at one instant.
+                lost = self._apply(
+                    c, current, transition, values, actor=actor, message=message, data=data,
+                    now=now,
+                )  # fmt: skip
+                reaped.append(lost)
         return reaped
 
     def touch_stale_queued(self, older_than: float, *, limit: int = 100) -> list[TaskRecord]:
