@@ -264,8 +264,8 @@ def test_a_storm_of_hints_rereads_due_times_at_most_every_tenth_of_a_second(
         for _ in range(40):
             # Each is a hint that due times changed: NOTIFY on PostgreSQL, a commit on SQLite.
             other.submit("w.add", {"a": 1, "b": 1}, run_after=later)
+            last_hint = time.monotonic()  # committed: a read that starts later sees it
             time.sleep(0.01)
-        last_hint = time.monotonic()
         time.sleep(3 * RECHECK_DUE_EVERY)
     finally:
         other.close()
