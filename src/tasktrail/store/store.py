@@ -639,7 +639,7 @@ class Store(AggregateQueries):
     ) -> TaskRecord | None:
         """Move the next queued task to running for ``worker``; None when none is queued.
         With ``names``, only a task of one of those names is taken."""
-        claimed = self.claim_next(worker=worker, queues=queues, actor=actor, names=names)
+        claimed = self._claim(worker, queues, names, actor=actor, look_ahead=False)
         return None if claimed is None else claimed.task
 
     def claim_next(
@@ -653,6 +653,19 @@ class Store(AggregateQueries):
         """``claim``, also saying whether another task that ``claim`` would take was
         queued when this one was taken. When none was, a worker with a free slot has
         nothing to look for until it hears of a new task."""
+        return self._claim(worker, queues, names, actor=actor, look_ahead=True)
+
+    def _claim(
+        self,
+        worker: str,
+        queues: Collection[str] | None,
+        names: Collection[str] | None,
+        *,
+        actor: str | None,
+        look_ahead: bool,
+    ) -> Claimed | None:
+        """``claim_next``; without ``look_ahead``, SQLite does not look for more (and says
+        there may be: PostgreSQL's claim looks within its one statement anyway)."""
         now = self.clock()
         if self.dialect == "postgresql":
             bound = pg.claim_next(
@@ -671,7 +684,9 @@ class Store(AggregateQueries):
             return None
         with self.writing() as c:
             task = self._claim_in(c, worker, queues, names, actor=actor or worker, now=now)
-        return None if task is None else Claimed(task, self._any(peek))
+        if task is None:
+            return None
+        return Claimed(task, more_queued=not look_ahead or self._any(peek))
 
     def _any(self, bound: q.Bound) -> bool:
         """Whether the read ``bound`` finds a row."""
