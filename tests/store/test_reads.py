@@ -6,7 +6,7 @@ agrees with ``tasks_for``."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -204,9 +204,10 @@ def test_has_active_task_tells_whether_tasks_for_finds_an_active_one(
     assert seeded.store.has_active_task(*resource) is expected
 
 
-def test_a_shape_of_read_is_one_statement_whatever_its_values() -> None:
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_a_shape_of_read_is_one_statement_whatever_its_values(dialect: str) -> None:
     unfiltered = {"statuses": [Status.FAILED], "name": None, "queue": None, "resource": None,
-                  "before_id": None, "limit": 51}  # fmt: skip
+                  "before_id": None, "limit": 51, "dialect": dialect}  # fmt: skip
 
     def listing(**values: Any) -> q.Bound:
         return q.list_tasks(**(unfiltered | values))
@@ -216,9 +217,46 @@ def test_a_shape_of_read_is_one_statement_whatever_its_values() -> None:
     assert listing(name="a").statement is not listing(queue="a").statement
     assert listing(statuses=[Status.QUEUED]).statement is not listing().statement
     assert (
-        q.tasks_for("user", "u1", True, 50, "x").statement
-        is q.tasks_for("user", "u2", True, 10, "y").statement
+        q.tasks_for("user", "u1", True, 50, "x", dialect=dialect).statement
+        is q.tasks_for("user", "u2", True, 10, "y", dialect=dialect).statement
     )
-    assert q.links_of(["a"], "sqlite").statement is q.links_of(["b", "c"], "sqlite").statement
-    assert q.get_task("a").statement is q.get_task("b").statement
+    assert q.links_of(["a"], dialect).statement is q.links_of(["b", "c"], dialect).statement
+    assert q.get_task("a", dialect).statement is q.get_task("b", dialect).statement
     assert q.has_active_task("a", "b").statement is q.has_active_task("c", "d").statement
+
+
+def test_a_read_on_postgresql_is_one_statement_outside_a_transaction(seeded: Trail) -> None:
+    """On PostgreSQL a read of records carries the links in the tasks' rows, and every read
+    of one statement runs in autocommit (one round trip); SQLite reads the links in a second
+    statement of the same read transaction."""
+    postgresql = seeded.engine.dialect.name == "postgresql"
+    seen: list[tuple[str, bool]] = []
+
+    def executed(conn: Connection, cursor: Any, statement: str, *_: Any) -> None:
+        driver: Any = conn.connection.driver_connection
+        as_expected = driver.autocommit if postgresql else driver.in_transaction
+        seen.append((statement, as_expected))
+
+    task_id = seeded.tasks_for("user", "u1", limit=1)[0].id
+    records: list[Callable[[], object]] = [
+        lambda: seeded.get(task_id),
+        lambda: seeded.tasks_for("user", "u1", limit=3),
+        lambda: seeded.list_tasks(limit=3),
+        lambda: seeded.store.list_tasks(resource=("project", "p1"), limit=3),
+    ]
+    others: list[Callable[[], object]] = [
+        lambda: seeded.events(task_id),
+        lambda: seeded.item_counts(task_id),
+        lambda: seeded.store.has_active_task("user", "u1"),
+        lambda: seeded.store.last_event_id(),
+    ]
+    for read in [*records, *others]:
+        seen.clear()
+        sa.event.listen(seeded.engine, "before_cursor_execute", executed)
+        try:
+            read()
+        finally:
+            sa.event.remove(seeded.engine, "before_cursor_execute", executed)
+        statements = 1 if postgresql or read in others else 2
+        assert len(seen) == statements, [statement for statement, _ in seen]
+        assert all(as_expected for _, as_expected in seen)

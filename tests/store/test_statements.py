@@ -168,8 +168,11 @@ def test_a_resources_active_tasks_come_from_the_partial_index_of_active_links(
     trail: Trail,
 ) -> None:
     _fill_one_resource(trail)
-    active = q.tasks_for("user", "u1", True)
-    assert ACTIVE_LINKS_INDEX in _plan(trail, active.statement, active.params)
+    active = q.tasks_for("user", "u1", True, dialect=trail.engine.dialect.name)
+    plan = _plan(trail, active.statement, active.params)
+    assert ACTIVE_LINKS_INDEX in plan
+    if trail.engine.dialect.name == "postgresql":  # each task's links, in the same statement
+        assert "Index Scan using pk_tasktrail_links on tasktrail_links own_link" in plan, plan
     assert len(trail.store.tasks_for("user", "u1", active=True)) == 20
 
 

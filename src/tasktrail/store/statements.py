@@ -458,14 +458,43 @@ def failed_item_keys(task_id: str, limit: int) -> sa.Select[Any]:
     )
 
 
-def get_task(task_id: str) -> Bound:
-    """One task's row: its columns in ``TASK_FIELDS`` order."""
-    return Bound(_get_task(), {"arg_task_id": task_id})
+def get_task(task_id: str, dialect: str) -> Bound:
+    """One task's row: its columns in ``TASK_FIELDS`` order, then its links as
+    ``with_links`` adds them."""
+    return Bound(_get_task(dialect), {"arg_task_id": task_id})
 
 
 @cache
-def _get_task() -> sa.Select[Any]:
-    return sa.select(*TASK_COLUMNS).where(tasks.c.id == TASK_ID)
+def _get_task(dialect: str) -> sa.Select[Any]:
+    return with_links(sa.select(*TASK_COLUMNS).where(tasks.c.id == TASK_ID), dialect)
+
+
+_OWN_LINK = links.alias("own_link")
+#: A task's links as one JSON array of ``[resource_type, resource_id, role, created_at]``,
+#: in ``links_of``'s order (``created_at`` in ISO 8601 with its offset).
+_LINKS_JSON = (
+    sa.select(
+        sa.func.json_agg(
+            postgresql.aggregate_order_by(
+                sa.func.json_build_array(*(_OWN_LINK.c[name] for name in LINK_FIELDS[1:])),
+                _OWN_LINK.c.created_at,
+                _OWN_LINK.c.resource_type,
+                _OWN_LINK.c.resource_id,
+            )
+        )
+    )
+    .where(_OWN_LINK.c.task_id == tasks.c.id)
+    .scalar_subquery()
+    .label("links")
+)
+
+
+def with_links(statement: sa.Select[Any], dialect: str) -> sa.Select[Any]:
+    """``statement``, which selects rows of the tasks table, with each task's links in a
+    last column ``links`` on PostgreSQL (``_LINKS_JSON``): a read of tasks with their
+    links is then one statement. SQLite (3.40 has no ordered aggregate) gets
+    ``statement`` itself, and reads the links with ``links_of``."""
+    return statement.add_columns(_LINKS_JSON) if dialect == "postgresql" else statement
 
 
 def list_tasks(
@@ -476,9 +505,11 @@ def list_tasks(
     resource: tuple[str, str] | None,
     before_id: str | None,
     limit: int,
+    dialect: str,
 ) -> Bound:
     """Tasks newest first, filtered (no filter for None or no ``statuses``); ``before_id``
-    is the keyset cursor. Columns in ``TASK_FIELDS`` order."""
+    is the keyset cursor. Columns in ``TASK_FIELDS`` order, then the links as
+    ``with_links`` adds them."""
     params: dict[str, Any] = {"arg_limit": limit, "arg_name": name, "arg_queue": queue,
                               "arg_before_id": before_id}  # fmt: skip
     if resource is not None:
@@ -489,13 +520,20 @@ def list_tasks(
         by_queue=queue is not None,
         by_resource=resource is not None,
         before=before_id is not None,
+        dialect=dialect,
     )
     return Bound(statement, params)
 
 
 @cache
 def _list_tasks(
-    statuses: tuple[str, ...], *, by_name: bool, by_queue: bool, by_resource: bool, before: bool
+    statuses: tuple[str, ...],
+    *,
+    by_name: bool,
+    by_queue: bool,
+    by_resource: bool,
+    before: bool,
+    dialect: str,
 ) -> sa.Select[Any]:
     statement = sa.select(*TASK_COLUMNS)
     if by_resource:
@@ -513,7 +551,8 @@ def _list_tasks(
         statement = statement.where(tasks.c.queue == _param("arg_queue"))
     if before:
         statement = statement.where(tasks.c.id < _param("arg_before_id"))
-    return statement.order_by(tasks.c.id.desc()).limit(_param("arg_limit", sa.Integer()))
+    statement = statement.order_by(tasks.c.id.desc()).limit(_param("arg_limit", sa.Integer()))
+    return with_links(statement, dialect)
 
 
 def tasks_for(
@@ -522,10 +561,12 @@ def tasks_for(
     active: bool | None,
     limit: int | None = None,
     before_id: str | None = None,
+    *,
+    dialect: str,
 ) -> Bound:
     """Tasks linked to one resource, newest first, with the link's role (``link_role``,
-    after the columns in ``TASK_FIELDS`` order); at most ``limit``, older than
-    ``before_id`` (the keyset cursor) when given.
+    after the columns in ``TASK_FIELDS`` order) and then their links as ``with_links``
+    adds them; at most ``limit``, older than ``before_id`` (the keyset cursor) when given.
 
     Ordered by the link's ``task_id`` (equal to the task's id) so that the links index
     (resource_type, resource_id, task_id) yields the newest first and a limit stops early.
@@ -534,12 +575,16 @@ def tasks_for(
     """
     params = {"arg_resource_type": resource_type, "arg_resource_id": resource_id,
               "arg_limit": limit, "arg_before_id": before_id}  # fmt: skip
-    statement = _tasks_for(active, by_limit=limit is not None, before=before_id is not None)
+    statement = _tasks_for(
+        active, by_limit=limit is not None, before=before_id is not None, dialect=dialect
+    )
     return Bound(statement, params)
 
 
 @cache
-def _tasks_for(active: bool | None, *, by_limit: bool, before: bool) -> sa.Select[Any]:
+def _tasks_for(
+    active: bool | None, *, by_limit: bool, before: bool, dialect: str
+) -> sa.Select[Any]:
     statement = (
         sa.select(*TASK_COLUMNS, links.c.role.label("link_role"))
         .join(links, links.c.task_id == tasks.c.id)
@@ -555,7 +600,9 @@ def _tasks_for(active: bool | None, *, by_limit: bool, before: bool) -> sa.Selec
     if before:
         statement = statement.where(links.c.task_id < _param("arg_before_id"))
     statement = statement.order_by(links.c.task_id.desc())
-    return statement.limit(_param("arg_limit", sa.Integer())) if by_limit else statement
+    if by_limit:
+        statement = statement.limit(_param("arg_limit", sa.Integer()))
+    return with_links(statement, dialect)
 
 
 def has_active_task(resource_type: str, resource_id: str) -> Bound:

@@ -201,8 +201,24 @@ class Store(AggregateQueries):
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
-        """A connection inside a read transaction (one consistent snapshot)."""
+        """A connection inside a read transaction: one snapshot on SQLite; on PostgreSQL,
+        what the engine's isolation level gives (a snapshot per statement under READ
+        COMMITTED, the default)."""
         with self.engine.connect() as own, own.begin():
+            yield own
+
+    @contextmanager
+    def _one_read(self) -> Iterator[Connection]:
+        """A connection for a read that is one statement on PostgreSQL, run there in
+        autocommit: one round trip, no ``BEGIN`` or ``COMMIT`` (a statement is one snapshot
+        at every isolation level). On SQLite, a read transaction, in which a read of
+        records (``_records``) takes the links in a second statement."""
+        if self.dialect != "postgresql":
+            with self.reading() as conn:
+                yield conn
+            return
+        with self.engine.connect() as own:
+            own.execution_options(isolation_level="AUTOCOMMIT")
             yield own
 
     def _event(self, conn: Connection, **values: Any) -> None:
@@ -690,7 +706,7 @@ class Store(AggregateQueries):
 
     def _any(self, bound: q.Bound) -> bool:
         """Whether the read ``bound`` finds a row."""
-        with self.reading() as c:
+        with self._one_read() as c:
             return c.execute(bound.statement, bound.params).first() is not None
 
     def _claim_in(
@@ -772,7 +788,7 @@ class Store(AggregateQueries):
 
     def next_due(self) -> datetime | None:
         """When the earliest scheduled task becomes due; None when none is scheduled."""
-        with self.reading() as c:
+        with self._one_read() as c:
             value: datetime | None = c.execute(q.next_run_after()).scalar()
         return value
 
@@ -1053,11 +1069,11 @@ class Store(AggregateQueries):
 
     def get(self, task_id: str) -> TaskRecord:
         """The task with its links; ``TaskNotFound`` if there is none."""
-        with self.reading() as c:
+        with self._one_read() as c:
             return self._get(c, task_id)
 
     def _get(self, conn: Connection, task_id: str) -> TaskRecord:
-        found = q.get_task(task_id)
+        found = q.get_task(task_id, self.dialect)
         records = self._records(conn, conn.execute(found.statement, found.params).all())
         if not records:
             raise TaskNotFound(task_id)
@@ -1067,8 +1083,12 @@ class Store(AggregateQueries):
         self, conn: Connection, rows: Sequence[sa.Row[Any]], *, with_role: bool = False
     ) -> list[TaskRecord]:
         """The tasks of ``rows`` (columns in ``TASK_FIELDS`` order, then ``link_role`` when
-        ``with_role``), in their order, each with its links: one more query for them all."""
-        links_by_task = self._links_by_task(conn, [row[0] for row in rows])
+        ``with_role``, then what ``q.with_links`` adds), in their order, each with its
+        links: from the rows on PostgreSQL, from one more query for them all on SQLite."""
+        if self.dialect == "postgresql":
+            links_by_task = {row[0]: _links_from_json(row[0], row.links) for row in rows}
+        else:
+            links_by_task = self._links_by_task(conn, [row[0] for row in rows])
         return [
             TaskRecord.from_values(
                 row,
@@ -1107,8 +1127,8 @@ class Store(AggregateQueries):
     ) -> Page:
         """One page of tasks, newest first; ``cursor`` is the previous page's ``next_cursor``."""
         page = q.list_tasks(statuses=statuses, name=name, queue=queue, resource=resource,
-                            before_id=cursor, limit=limit + 1)  # fmt: skip
-        with self.reading() as c:
+                            before_id=cursor, limit=limit + 1, dialect=self.dialect)  # fmt: skip
+        with self._one_read() as c:
             rows = c.execute(page.statement, page.params).all()
             records = self._records(c, rows[:limit])
         has_more = len(rows) > limit
@@ -1125,8 +1145,9 @@ class Store(AggregateQueries):
     ) -> list[TaskRecord]:
         """The tasks linked to the resource, newest first, each with its link's role: all
         of them, or the newest ``limit``; only those older than ``before_id`` if given."""
-        linked = q.tasks_for(resource_type, resource_id, active, limit, before_id)
-        with self.reading() as c:
+        linked = q.tasks_for(resource_type, resource_id, active, limit, before_id,
+                             dialect=self.dialect)  # fmt: skip
+        with self._one_read() as c:
             rows = c.execute(linked.statement, linked.params).all()
             return self._records(c, rows, with_role=True)
 
@@ -1134,7 +1155,7 @@ class Store(AggregateQueries):
         """Whether an active (queued, scheduled or running) task is linked to the resource:
         ``bool(tasks_for(..., active=True))`` without reading the tasks."""
         found = q.has_active_task(resource_type, resource_id)
-        with self.reading() as c:
+        with self._one_read() as c:
             return bool(c.execute(found.statement, found.params).scalar())
 
     def events(
@@ -1147,7 +1168,7 @@ class Store(AggregateQueries):
         until: int | None = None,
     ) -> list[EventRecord]:
         """Events after the cursor ``after`` (and up to ``until`` included), oldest first."""
-        with self.reading() as c:
+        with self._one_read() as c:
             rows = c.execute(
                 q.list_events(
                     task_id=task_id, resource=resource, after=after, limit=limit, until=until
@@ -1158,17 +1179,17 @@ class Store(AggregateQueries):
     def event_ids(self, *, after: int, limit: int = 10_000) -> list[int]:
         """The ids of committed events after ``after``, ascending (gaps show ids that were
         rolled back or whose transaction has not committed yet)."""
-        with self.reading() as c:
+        with self._one_read() as c:
             return list(c.execute(q.event_ids(after, limit)).scalars())
 
     def last_event_id(self) -> int:
         """The highest committed event id, 0 when there is none."""
-        with self.reading() as c:
+        with self._one_read() as c:
             return int(c.execute(q.last_event_id()).scalar_one())
 
     def items(self, task_id: str) -> list[ItemRecord]:
         """A task's items, by key."""
-        with self.reading() as c:
+        with self._one_read() as c:
             rows = c.execute(
                 sa.select(items).where(items.c.task_id == task_id).order_by(items.c.key)
             ).all()
@@ -1176,7 +1197,7 @@ class Store(AggregateQueries):
 
     def item_counts(self, task_id: str) -> ItemCounts:
         """How many of a task's items are in each status."""
-        with self.reading() as c:
+        with self._one_read() as c:
             counts: dict[str, int] = dict(c.execute(q.item_counts(task_id)).tuples().all())
         return ItemCounts(
             total=sum(counts.values()),
@@ -1185,5 +1206,19 @@ class Store(AggregateQueries):
 
     def failed_item_keys(self, task_id: str, limit: int = 5) -> list[str]:
         """The first few failed items' keys, for an error message."""
-        with self.reading() as c:
+        with self._one_read() as c:
             return list(c.execute(q.failed_item_keys(task_id, limit)).scalars())
+
+
+def _links_from_json(task_id: str, values: list[list[Any]] | None) -> tuple[LinkRecord, ...]:
+    """The links of task ``task_id`` from ``q.with_links``'s JSON array (None: no links)."""
+    return tuple(
+        LinkRecord(
+            task_id,
+            resource_type,
+            resource_id,
+            role,
+            datetime.fromisoformat(created_at).astimezone(UTC),
+        )
+        for resource_type, resource_id, role, created_at in values or ()
+    )
