@@ -149,6 +149,10 @@ def queries(trail: Trail, n: int) -> dict[str, Callable[[random.Random], object]
             tx.rollback()  # measure the claim, keep the queue as it is
         return row
 
+    def round_trip(_rng: random.Random) -> object:
+        with trail.engine.connect() as conn:
+            return conn.exec_driver_sql("SELECT 1").scalar()
+
     def user(rng: random.Random) -> str:
         return f"u{rng.randrange(1000)}"
 
@@ -156,6 +160,7 @@ def queries(trail: Trail, n: int) -> dict[str, Callable[[random.Random], object]
         return f"p{rng.randrange(projects(n))}"
 
     return {
+        "SELECT 1 (the floor: one round trip)": round_trip,
         "get": lambda rng: trail.get(task_id(rng.randint(1, n))),
         "status_check (user)": lambda rng: trail.status_check("user", user(rng)),
         "tasks_for newest 50 (user)": lambda rng: tasks_for_newest(trail, "user", user(rng)),
