@@ -260,3 +260,38 @@ def test_a_read_on_postgresql_is_one_statement_outside_a_transaction(seeded: Tra
         statements = 1 if postgresql or read in others else 2
         assert len(seen) == statements, [statement for statement, _ in seen]
         assert all(as_expected for _, as_expected in seen)
+
+
+def test_links_read_through_an_engine_in_another_time_zone_are_the_same_instants(
+    database_url: str,
+) -> None:
+    """PostgreSQL writes a link's ``created_at`` into the row's JSON with the session's
+    offset; an application's engine in its own zone still reads back the instant stored."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the links ride as JSON on PostgreSQL only")
+    engine = sa.create_engine(database_url, connect_args={"options": "-c TimeZone=Asia/Kathmandu"})
+    trail = Trail(engine=engine)
+
+    @trail.task("anything")
+    def anything(ctx: TaskContext) -> None:
+        pass
+
+    try:
+        with engine.connect() as conn:  # the zone is the session's: +05:45, not UTC
+            assert conn.exec_driver_sql("SHOW TimeZone").scalar_one() == "Asia/Kathmandu"
+        submitted = trail.submit(
+            "anything", links=[Link("user", "u1"), Link("doc", "d1")], run=False
+        )
+        with engine.connect() as conn:
+            expected = _reference_links(conn, submitted.id)
+        assert len(expected) == 2
+        for found in (
+            trail.get(submitted.id),
+            trail.tasks_for("user", "u1")[0],
+            trail.list_tasks(limit=1).items[0],
+        ):
+            assert found.links == expected
+            assert all(link.created_at.tzinfo is UTC for link in found.links)
+    finally:
+        trail.close()
+        engine.dispose()
