@@ -169,6 +169,10 @@ def queries(trail: Trail, n: int) -> dict[str, Callable[[random.Random], object]
         ),
         "events of one task": lambda rng: trail.events(task_id(rng.randint(1, n))),
         "reap_lost (nothing stale)": lambda rng: trail.store.reap_lost(3600),
+        "due look (next_due, promote_due: nothing due)": lambda rng: (
+            trail.store.next_due(),
+            trail.store.promote_due(),
+        ),
         "claim (rolled back)": claim,
         "status_check (project: 100 tasks, 8 active)": lambda rng: trail.status_check(
             "project", project(rng)

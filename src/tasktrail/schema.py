@@ -91,9 +91,10 @@ tasks = sa.Table(
     sa.Index(None, "queue", "id"),
 )
 
-# Keep these predicates equal to migration 0002's: autogenerate compares an index's
+# Keep these predicates equal to migrations 0002's and 0003's: autogenerate compares an index's
 # columns but not its WHERE clause.
 _QUEUED = sa.text("status = 'queued'")
+_SCHEDULED = sa.text("status = 'scheduled'")
 _ACTIVE_LINK = sa.text("active")
 # Claiming reads the best queued task: the index holds only queued rows, in claim order.
 CLAIM_INDEX = "ix_tasktrail_tasks_claim"
@@ -104,6 +105,11 @@ sa.Index(
     postgresql_where=_QUEUED,
     sqlite_where=_QUEUED,
 )
+
+# When the next scheduled task falls due, and which ones are due: the earliest first, read
+# from the start of the index however many tasks are scheduled (migration 0003).
+DUE_INDEX = "ix_tasktrail_tasks_due"
+sa.Index(DUE_INDEX, tasks.c.run_after, postgresql_where=_SCHEDULED, sqlite_where=_SCHEDULED)
 
 links = sa.Table(
     f"{PREFIX}links",

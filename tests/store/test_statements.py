@@ -8,14 +8,14 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from tasktrail import TaskRecord, Trail
-from tasktrail.schema import ACTIVE_LINKS_INDEX, CLAIM_INDEX, links, tasks
+from tasktrail import Status, TaskRecord, Trail
+from tasktrail.schema import ACTIVE_LINKS_INDEX, CLAIM_INDEX, DUE_INDEX, links, tasks
 from tasktrail.states import CLAIM, changes
 from tasktrail.store import statements as q
 from tasktrail.store.run_statements import claim_next as claim_next_at_once
@@ -74,6 +74,7 @@ def _plan(trail: Trail, statement: sa.Executable, params: dict[str, Any]) -> str
         conn.exec_driver_sql(f"PREPARE tasktrail_claim AS {text}")
         nulls = f"({', '.join('NULL' for _ in names)})" if names else ""
         rows = conn.exec_driver_sql(f"EXPLAIN EXECUTE tasktrail_claim{nulls}").all()
+        conn.exec_driver_sql("DEALLOCATE tasktrail_claim")  # it outlives the transaction
         conn.rollback()
         return "\n".join(row[0] for row in rows)
 
@@ -118,6 +119,44 @@ def test_the_look_before_a_claim_finds_what_the_claim_takes(
         next_id = conn.execute(peek.statement, peek.params).scalar_one()
     claimed = trail.store.claim(worker="w", queues=queues, names=names)
     assert claimed is not None and claimed.id == next_id
+
+
+def test_the_due_times_come_from_the_partial_index_of_scheduled_tasks(trail: Trail) -> None:
+    """The worker's look for the next due time and for the tasks due reads the first
+    entries of the due index, not every scheduled task (a big table holds many)."""
+    _register(trail)
+    _fill(trail)
+    now = datetime.now(UTC)
+    for hours in range(200, 0, -1):
+        trail.submit("w.a", run_after=now + timedelta(hours=hours))
+    with trail.engine.begin() as conn:  # the two earliest fall due
+        for was, now_due in ((1, -2), (2, -1)):
+            conn.execute(
+                sa.update(tasks)
+                .where(tasks.c.run_after == now + timedelta(hours=was))
+                .values(run_after=now + timedelta(hours=now_due))
+            )
+        due_ids = (
+            conn.execute(
+                sa.select(tasks.c.id).where(tasks.c.run_after < now).order_by(tasks.c.run_after)
+            )
+            .scalars()
+            .all()
+        )
+        if trail.engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("ANALYZE")
+    dialect = trail.engine.dialect.name
+    due = q.due_scheduled(now, 100, dialect)
+    for statement, params in [(q.next_run_after(dialect), {}), (due.statement, due.params)]:
+        plan = _plan(trail, statement, params)
+        assert DUE_INDEX in plan, plan
+        assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
+
+    assert trail.store.next_due() == now - timedelta(hours=2)
+    promoted = trail.store.promote_due()
+    assert [task.id for task in promoted] == due_ids and len(due_ids) == 2
+    assert {task.status for task in promoted} == {Status.QUEUED}
+    assert trail.store.next_due() == now + timedelta(hours=3)
 
 
 def test_a_claim_with_nothing_queued_waits_for_no_write_lock(trail: Trail) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
 from tasktrail.records import LINK_FIELDS, TASK_FIELDS
-from tasktrail.schema import CLAIM_INDEX, UTCDateTime, events, items, links, tasks
+from tasktrail.schema import CLAIM_INDEX, DUE_INDEX, UTCDateTime, events, items, links, tasks
 from tasktrail.states import INCREMENT, TERMINAL, ItemStatus, Status, Transition
 from tasktrail.states import NOW as NOW_MARKER
 
@@ -279,11 +279,8 @@ def next_queued_statement(by_queue: bool, by_name: bool, dialect: str) -> sa.Sel
     # generic plan of a prepared statement) see that the partial claim index applies.
     queued = constant(Status.QUEUED.value)
     if dialect == "sqlite":
-        # Without statistics (who runs ANALYZE on an app's SQLite file?) SQLite prefers an
-        # index on status and sorts every queued task on each claim; SQLAlchemy renders no
-        # table hints for SQLite, hence the INDEXED BY written here.
-        source: Any = sa.text(f"{tasks.name} INDEXED BY {CLAIM_INDEX}")
-        columns = {name: sa.column(name, tasks.c[name].type) for name in _CLAIM_COLUMNS}
+        # Else SQLite takes an index on status and sorts every queued task on each claim.
+        source, columns = _sqlite_through(CLAIM_INDEX, _CLAIM_COLUMNS)
     else:
         source = tasks.alias("q")  # short, as ``MOVED``: it is part of complete_then_claim
         columns = {name: source.c[name] for name in _CLAIM_COLUMNS}
@@ -295,7 +292,20 @@ def next_queued_statement(by_queue: bool, by_name: bool, dialect: str) -> sa.Sel
     return candidate.order_by(columns["priority"].desc(), columns["id"]).limit(constant(1))
 
 
-def _one_of(column: sa.ColumnClause[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
+def _sqlite_through(
+    index: str, names: Collection[str]
+) -> tuple[Any, dict[str, sa.ColumnElement[Any]]]:
+    """The tasks table read through ``index`` on SQLite, and its columns ``names``.
+
+    Without statistics (who runs ``ANALYZE`` on an app's SQLite file?) SQLite prefers an
+    index on ``status`` that covers the query to a partial index made for it; SQLAlchemy
+    renders no table hints for SQLite, hence the ``INDEXED BY`` written here.
+    """
+    source = sa.text(f"{tasks.name} INDEXED BY {index}")
+    return source, {name: sa.column(name, tasks.c[name].type) for name in names}
+
+
+def _one_of(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
     """``column`` is one of the values of the parameter ``name`` (``_list_value`` makes
     it): one parameter on either database, so the statement's text, and on PostgreSQL its
     prepared plan, is the same for any number of values.
@@ -311,15 +321,47 @@ def _one_of(column: sa.ColumnClause[Any], name: str, dialect: str) -> sa.ColumnE
     return column.in_(sa.select(listed.c.value))
 
 
-def due_scheduled(now: datetime, limit: int) -> sa.Select[Any]:
-    """Scheduled tasks whose ``run_after`` has passed, locked for promotion."""
+def due_scheduled(now: datetime, limit: int, dialect: str) -> Bound:
+    """Scheduled tasks whose ``run_after`` has passed, the earliest first, locked for
+    promotion."""
+    return Bound(_due_scheduled(dialect), {"arg_now": now, "arg_limit": limit})
+
+
+@cache
+def _due_scheduled(dialect: str) -> sa.Select[Any]:
+    source, columns = _scheduled_tasks(("id", "version", "status", "run_after"), dialect)
     return (
-        sa.select(tasks.c.id, tasks.c.version)
-        .where(tasks.c.status == Status.SCHEDULED.value, tasks.c.run_after <= now)
-        .order_by(tasks.c.run_after)
-        .limit(limit)
+        sa.select(columns["id"], columns["version"])
+        .select_from(source)
+        .where(columns["status"] == constant(Status.SCHEDULED.value))
+        .where(columns["run_after"] <= NOW)
+        .order_by(columns["run_after"])
+        .limit(_param("arg_limit", sa.Integer()))
         .with_for_update(skip_locked=True)
     )
+
+
+@cache
+def next_run_after(dialect: str) -> sa.Select[Any]:
+    """When the earliest scheduled task becomes due (the first entry of the partial index
+    of due times, however many tasks are scheduled)."""
+    source, columns = _scheduled_tasks(("status", "run_after"), dialect)
+    return (
+        sa.select(sa.func.min(columns["run_after"]))
+        .select_from(source)
+        .where(columns["status"] == constant(Status.SCHEDULED.value))
+    )
+
+
+def _scheduled_tasks(
+    names: Collection[str], dialect: str
+) -> tuple[Any, dict[str, sa.ColumnElement[Any]]]:
+    """The tasks table and its columns ``names``, for a read of scheduled tasks by due
+    time: through the partial ``DUE_INDEX``, which 'scheduled' written out (``constant``)
+    lets both databases use, also in a prepared statement's generic plan."""
+    if dialect == "sqlite":
+        return _sqlite_through(DUE_INDEX, names)
+    return tasks, {name: tasks.c[name] for name in names}
 
 
 def record_progress(
@@ -751,11 +793,6 @@ def stale_queued(cutoff: datetime, limit: int) -> sa.Select[Any]:
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-
-
-def next_run_after() -> sa.Select[Any]:
-    """When the earliest scheduled task becomes due."""
-    return sa.select(sa.func.min(tasks.c.run_after)).where(tasks.c.status == Status.SCHEDULED.value)
 
 
 # -- aggregates for the dashboard and /metrics ------------------------------------------

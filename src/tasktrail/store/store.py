@@ -777,7 +777,8 @@ class Store(AggregateQueries):
         promoted = []
         with self.writing() as c:
             cutoff = now - timedelta(seconds=overdue_by)
-            for task_id, _version in c.execute(q.due_scheduled(cutoff, limit)).all():
+            due = q.due_scheduled(cutoff, limit, self.dialect)
+            for task_id, _version in c.execute(due.statement, due.params).all():
                 current = self._lock(c, task_id)
                 promoted.append(
                     self._apply(
@@ -789,7 +790,7 @@ class Store(AggregateQueries):
     def next_due(self) -> datetime | None:
         """When the earliest scheduled task becomes due; None when none is scheduled."""
         with self._one_read() as c:
-            value: datetime | None = c.execute(q.next_run_after()).scalar()
+            value: datetime | None = c.execute(q.next_run_after(self.dialect)).scalar()
         return value
 
     # -- liveness -----------------------------------------------------------------------
