@@ -223,6 +223,18 @@ def test_a_shape_of_read_is_one_statement_whatever_its_values(dialect: str) -> N
     assert q.links_of(["a"], dialect).statement is q.links_of(["b", "c"], dialect).statement
     assert q.get_task("a", dialect).statement is q.get_task("b", dialect).statement
     assert q.has_active_task("a", "b").statement is q.has_active_task("c", "d").statement
+    events: dict[str, Any] = {"task_id": None, "resource": None, "after": 0, "limit": 10}
+    assert (
+        q.list_events(**events | {"task_id": "a", "after": 5}).statement
+        is q.list_events(**events | {"task_id": "b", "limit": 3}).statement
+    )
+    by_resource = q.list_events(**events | {"resource": ("user", "u1")}).statement
+    assert by_resource is q.list_events(**events | {"resource": ("user", "u2")}).statement
+    assert by_resource is not q.list_events(**events).statement
+    assert q.list_events(**events | {"until": 9}).statement is not q.list_events(**events).statement
+    assert q.event_ids(1, 2).statement is q.event_ids(3, 4).statement
+    assert q.item_counts("a").statement is q.item_counts("b").statement
+    assert q.failed_item_keys("a", 1).statement is q.failed_item_keys("b", 5).statement
 
 
 def test_a_read_on_postgresql_is_one_statement_outside_a_transaction(seeded: Trail) -> None:

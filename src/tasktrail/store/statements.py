@@ -464,11 +464,16 @@ def reset_items(task_id: str, *, only_failed: bool, now: datetime) -> sa.Update:
     return statement.values(status=ItemStatus.PENDING.value, error=None, updated_at=now)
 
 
-def item_counts(task_id: str) -> sa.Select[Any]:
+def item_counts(task_id: str) -> Bound:
     """Items of one task counted per status."""
+    return Bound(_item_counts(), {"arg_task_id": task_id})
+
+
+@cache
+def _item_counts() -> sa.Select[Any]:
     return (
         sa.select(items.c.status, sa.func.count())
-        .where(items.c.task_id == task_id)
+        .where(items.c.task_id == TASK_ID)
         .group_by(items.c.status)
     )
 
@@ -490,13 +495,18 @@ def item_failed() -> sa.Exists:
     return sa.exists().where(items.c.task_id == TASK_ID, items.c.status == failed)
 
 
-def failed_item_keys(task_id: str, limit: int) -> sa.Select[Any]:
+def failed_item_keys(task_id: str, limit: int) -> Bound:
     """The first failed items of a task, by key."""
+    return Bound(_failed_item_keys(), {"arg_task_id": task_id, "arg_limit": limit})
+
+
+@cache
+def _failed_item_keys() -> sa.Select[Any]:
     return (
         sa.select(items.c.key)
-        .where(items.c.task_id == task_id, items.c.status == ItemStatus.FAILED.value)
+        .where(items.c.task_id == TASK_ID, items.c.status == constant(ItemStatus.FAILED.value))
         .order_by(items.c.key)
-        .limit(limit)
+        .limit(_param("arg_limit", sa.Integer()))
     )
 
 
@@ -705,19 +715,32 @@ def list_events(
     after: int,
     limit: int,
     until: int | None = None,
-) -> sa.Select[Any]:
+) -> Bound:
     """Events after the cursor ``after`` (up to ``until`` included), oldest first."""
-    statement = sa.select(events).where(events.c.id > after)
-    if until is not None:
-        statement = statement.where(events.c.id <= until)
-    if task_id is not None:
-        statement = statement.where(events.c.task_id == task_id)
+    params: dict[str, Any] = {"arg_after": after, "arg_limit": limit, "arg_until": until,
+                              "arg_task_id": task_id}  # fmt: skip
     if resource is not None:
+        params |= {"arg_resource_type": resource[0], "arg_resource_id": resource[1]}
+    statement = _list_events(
+        by_task=task_id is not None, by_resource=resource is not None, by_until=until is not None
+    )
+    return Bound(statement, params)
+
+
+@cache
+def _list_events(*, by_task: bool, by_resource: bool, by_until: bool) -> sa.Select[Any]:
+    statement = sa.select(events).where(events.c.id > _param("arg_after", sa.BigInteger()))
+    if by_until:
+        statement = statement.where(events.c.id <= _param("arg_until", sa.BigInteger()))
+    if by_task:
+        statement = statement.where(events.c.task_id == TASK_ID)
+    if by_resource:
         linked = sa.select(links.c.task_id).where(
-            links.c.resource_type == resource[0], links.c.resource_id == resource[1]
+            links.c.resource_type == _param("arg_resource_type"),
+            links.c.resource_id == _param("arg_resource_id"),
         )
         statement = statement.where(events.c.task_id.in_(linked))
-    return statement.order_by(events.c.id).limit(limit)
+    return statement.order_by(events.c.id).limit(_param("arg_limit", sa.Integer()))
 
 
 def latest_events(task_id: str, limit: int) -> sa.Select[Any]:
@@ -746,11 +769,22 @@ def last_traceback(task_id: str) -> sa.Select[Any]:
     )
 
 
-def event_ids(after: int, limit: int) -> sa.Select[Any]:
+def event_ids(after: int, limit: int) -> Bound:
     """Ids of the events after ``after``, ascending."""
-    return sa.select(events.c.id).where(events.c.id > after).order_by(events.c.id).limit(limit)
+    return Bound(_event_ids(), {"arg_after": after, "arg_limit": limit})
 
 
+@cache
+def _event_ids() -> sa.Select[Any]:
+    return (
+        sa.select(events.c.id)
+        .where(events.c.id > _param("arg_after", sa.BigInteger()))
+        .order_by(events.c.id)
+        .limit(_param("arg_limit", sa.Integer()))
+    )
+
+
+@cache
 def last_event_id() -> sa.Select[Any]:
     """The highest event id, 0 when there is none."""
     return sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0))

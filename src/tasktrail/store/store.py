@@ -1170,18 +1170,18 @@ class Store(AggregateQueries):
     ) -> list[EventRecord]:
         """Events after the cursor ``after`` (and up to ``until`` included), oldest first."""
         with self._one_read() as c:
-            rows = c.execute(
-                q.list_events(
-                    task_id=task_id, resource=resource, after=after, limit=limit, until=until
-                )
-            ).all()
+            found = q.list_events(
+                task_id=task_id, resource=resource, after=after, limit=limit, until=until
+            )
+            rows = c.execute(found.statement, found.params).all()
         return [EventRecord.from_row(r._mapping) for r in rows]
 
     def event_ids(self, *, after: int, limit: int = 10_000) -> list[int]:
         """The ids of committed events after ``after``, ascending (gaps show ids that were
         rolled back or whose transaction has not committed yet)."""
         with self._one_read() as c:
-            return list(c.execute(q.event_ids(after, limit)).scalars())
+            found = q.event_ids(after, limit)
+            return list(c.execute(found.statement, found.params).scalars())
 
     def last_event_id(self) -> int:
         """The highest committed event id, 0 when there is none."""
@@ -1199,7 +1199,8 @@ class Store(AggregateQueries):
     def item_counts(self, task_id: str) -> ItemCounts:
         """How many of a task's items are in each status."""
         with self._one_read() as c:
-            counts: dict[str, int] = dict(c.execute(q.item_counts(task_id)).tuples().all())
+            found = q.item_counts(task_id)
+            counts: dict[str, int] = dict(c.execute(found.statement, found.params).tuples().all())
         return ItemCounts(
             total=sum(counts.values()),
             **{s.value: counts.get(s.value, 0) for s in ItemStatus},
@@ -1208,7 +1209,8 @@ class Store(AggregateQueries):
     def failed_item_keys(self, task_id: str, limit: int = 5) -> list[str]:
         """The first few failed items' keys, for an error message."""
         with self._one_read() as c:
-            return list(c.execute(q.failed_item_keys(task_id, limit)).scalars())
+            found = q.failed_item_keys(task_id, limit)
+            return list(c.execute(found.statement, found.params).scalars())
 
 
 def _links_from_json(task_id: str, values: list[list[Any]] | None) -> tuple[LinkRecord, ...]:
