@@ -489,10 +489,13 @@ def any_item_failed_statement() -> sa.Select[Any]:
     return sa.select(item_failed())
 
 
+#: The failed items of the task ``arg_task_id``.
+_FAILED_ITEMS = (items.c.task_id == TASK_ID, items.c.status == constant(ItemStatus.FAILED.value))
+
+
 def item_failed() -> sa.Exists:
     """True when an item of the task ``arg_task_id`` failed."""
-    failed = constant(ItemStatus.FAILED.value)
-    return sa.exists().where(items.c.task_id == TASK_ID, items.c.status == failed)
+    return sa.exists().where(*_FAILED_ITEMS)
 
 
 def failed_item_keys(task_id: str, limit: int) -> Bound:
@@ -504,7 +507,7 @@ def failed_item_keys(task_id: str, limit: int) -> Bound:
 def _failed_item_keys() -> sa.Select[Any]:
     return (
         sa.select(items.c.key)
-        .where(items.c.task_id == TASK_ID, items.c.status == constant(ItemStatus.FAILED.value))
+        .where(*_FAILED_ITEMS)
         .order_by(items.c.key)
         .limit(_param("arg_limit", sa.Integer()))
     )
@@ -521,6 +524,11 @@ def _get_task(dialect: str) -> sa.Select[Any]:
     return with_links(sa.select(*TASK_COLUMNS).where(tasks.c.id == TASK_ID), dialect)
 
 
+def _in_link_order(table: sa.FromClause) -> tuple[sa.ColumnElement[Any], ...]:
+    """The order of a task's links (``table``: the links table or an alias of it)."""
+    return table.c.created_at, table.c.resource_type, table.c.resource_id
+
+
 _OWN_LINK = links.alias("own_link")
 #: A task's links as one JSON array of ``[resource_type, resource_id, role, created_at]``,
 #: in ``links_of``'s order (``created_at`` in ISO 8601 with its offset).
@@ -529,9 +537,7 @@ _LINKS_JSON = (
         sa.func.json_agg(
             postgresql.aggregate_order_by(
                 sa.func.json_build_array(*(_OWN_LINK.c[name] for name in LINK_FIELDS[1:])),
-                _OWN_LINK.c.created_at,
-                _OWN_LINK.c.resource_type,
-                _OWN_LINK.c.resource_id,
+                *_in_link_order(_OWN_LINK),
             )
         )
     )
@@ -694,7 +700,7 @@ def _links_of(dialect: str) -> sa.Select[Any]:
     return (
         sa.select(*(links.c[name] for name in LINK_FIELDS))
         .where(_one_of(links.c.task_id, "arg_task_ids", dialect))
-        .order_by(links.c.task_id, links.c.created_at, links.c.resource_type, links.c.resource_id)
+        .order_by(links.c.task_id, *_in_link_order(links))
     )
 
 
