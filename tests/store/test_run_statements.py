@@ -4,9 +4,12 @@ same rows, and both must refuse a run that no longer owns its task without writi
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
 from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH, MAX_CACHED_STATEMENT_PARAMS
+from sqlalchemy.engine.default import CACHE_HIT
 
 from tasktrail import Link, RunSuperseded, Status, Trail
 from tasktrail.schema import links
@@ -203,6 +206,49 @@ def test_complete_then_claim_takes_only_the_queues_and_names_asked_for(trail: Tr
     assert ended is not None and ended[1] is not None and ended[1].id == wanted.id
     assert trail.get(elsewhere.id).status is Status.QUEUED
     assert trail.get(other_name.id).status is Status.QUEUED
+
+
+def test_a_run_s_writes_are_built_once_and_compiled_once(trail: Trail) -> None:
+    """Every statement of a submit (with links and without), a claim, a progress report and
+    an end is the same object at each call and comes from SQLAlchemy's compiled cache:
+    building one per call cost more CPU than the database spent running it (a SQLite
+    submit: 0.76 → 0.41 ms). A ``dedupe_key``'s ``ON CONFLICT`` cannot be cached by
+    SQLAlchemy 2.0, so it is left out."""
+    _register(trail)
+    built: list[object] = []
+    hits: set[object] = set()
+
+    def given(_conn: object, statement: object, *_: object) -> None:
+        built.append(statement)
+
+    def compiled(*args: Any) -> None:
+        hits.add(args[4].cache_hit)  # the execution context
+
+    def one_run(number: int) -> list[object]:
+        built.clear()
+        task = trail.submit("runs.noop", links=[Link("doc", f"d{number}"), Link("user", "u1")])
+        trail.submit("runs.noop", description=f"number {number}")
+        claimed = trail.store.claim(worker="w1")
+        assert claimed is not None and claimed.id == task.id
+        trail.store.record_progress(task.id, 1, 50, f"step {number}", actor="w1")
+        ended = trail.store.complete_then_claim(task.id, 1, {"n": number}, worker="w1")
+        assert ended is not None and ended[1] is not None
+        assert trail.store.complete_run(ended[1].id, 1, None, actor="w1") is not None
+        return list(built)
+
+    sa.event.listen(trail.engine, "before_execute", given)
+    sa.event.listen(trail.engine, "after_cursor_execute", compiled)
+    try:
+        one_run(0)  # compiles each statement once
+        hits.clear()
+        second, third = one_run(1), one_run(2)
+    finally:
+        sa.event.remove(trail.engine, "before_execute", given)
+        sa.event.remove(trail.engine, "after_cursor_execute", compiled)
+
+    rebuilt = [str(a) for a, b in zip(second, third, strict=True) if a is not b]
+    assert not rebuilt
+    assert hits == {CACHE_HIT}
 
 
 def test_every_write_of_a_run_is_short_enough_for_its_parse_to_be_cached(trail: Trail) -> None:

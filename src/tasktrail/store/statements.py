@@ -128,6 +128,27 @@ def insert_ignoring_conflicts(
     return lite.on_conflict_do_nothing(index_elements=list(conflict_columns))
 
 
+def insert_new_task(row: Mapping[str, Any]) -> Bound:
+    """One new task, ``row`` naming its columns, returning the row as stored (SQLite's
+    submit; PostgreSQL's writes the task, its links and its event in one statement)."""
+    return Bound(_insert_new_task(), dict(row))
+
+
+@cache
+def _insert_new_task() -> Insert:
+    # No VALUES clause: SQLAlchemy takes it from the parameters' names, and caches the
+    # statement compiled for each set of names.
+    return sa.insert(tasks).returning(*tasks.c)
+
+
+@cache
+def insert_new_links() -> Insert:
+    """INSERT of the links of a task just inserted, executed with one row of parameters per
+    link, by column name (no link of the task exists yet, and a submission's links name
+    distinct resources: nothing can conflict)."""
+    return sa.insert(links)
+
+
 def lock_task(task_id: str) -> Bound:
     """Read one task, locking its row for the rest of the transaction (PostgreSQL)."""
     return Bound(_lock_task(), {"arg_task_id": task_id})

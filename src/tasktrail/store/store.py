@@ -276,7 +276,8 @@ class Store(AggregateQueries):
         with self.writing(conn) as c:
             inserted: sa.Row[Any] | None
             if new.dedupe_key is None:
-                inserted = c.execute(sa.insert(tasks).values(row).returning(*tasks.c)).one()
+                found = q.insert_new_task(row)
+                inserted = c.execute(found.statement, found.params).one()
             else:
                 statement = q.insert_ignoring_conflicts(tasks, self.dialect, row, ["dedupe_key"])
                 if (inserted := c.execute(statement.returning(*tasks.c)).first()) is None:
@@ -285,7 +286,9 @@ class Store(AggregateQueries):
                     ).one()
                     record = self._with_links(c, [TaskRecord.from_row(existing._mapping)])[0]
                     return record.evolve(deduplicated=True)
-            self._add_links(c, new.id, new.links, now, active=new.status.is_active)
+            if new.links:
+                link_rows = _link_rows(new.id, new.links, now, active=new.status.is_active)
+                c.execute(q.insert_new_links(), link_rows)
             self._event(
                 c,
                 task_id=new.id,
