@@ -51,15 +51,21 @@ from tasktrail.states import (
 from tasktrail.store import run_statements as pg
 from tasktrail.store import statements as q
 from tasktrail.store.aggregates import AggregateQueries
+from tasktrail.store.bell import bell_for
 from tasktrail.store.channels import EVENTS_CHANNEL, QUEUED_CHANNEL, SCHEDULED_PAYLOAD
 from tasktrail.store.engine import WRITE
 from tasktrail.store.hints import EventHints
 from tasktrail.store.listen import can_listen, connector
+from tasktrail.store.watch import can_watch
 
 #: ``Connection.info`` key: this transaction wrote at least one event row.
 _WROTE_EVENTS = "tasktrail_wrote_events"
 #: ``Connection.info`` key, while the store uses a connection of its own (not the caller's).
 _OWN = "tasktrail_own_connection"
+#: ``Connection.info`` key: the store's own SQLite transaction queued or scheduled a task, so
+#: the watchers in other processes are rung once it commits (see ``bell``).
+_WAKES_WORKERS = "tasktrail_wakes_workers"
+_WAKING = frozenset({Status.QUEUED, Status.SCHEDULED})
 
 
 def utcnow() -> datetime:
@@ -138,6 +144,7 @@ class Store(AggregateQueries):
         self.clock = clock
         self._event_listeners: list[Callable[[], None]] = []
         self._hints = EventHints(connector(engine)) if can_listen(engine) else None
+        self._bell = bell_for(engine.url.database or "") if can_watch(engine) else None
 
     def on_events(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener()`` (from the writing thread) after each transaction of this store
@@ -163,6 +170,9 @@ class Store(AggregateQueries):
             with own.begin():
                 yield own
             wrote_events = own.info.pop(_WROTE_EVENTS, False)
+            wakes_workers = own.info.pop(_WAKES_WORKERS, False)
+        if wakes_workers and self._bell is not None:
+            self._bell.ring()
         if wrote_events:
             self._tell_event_listeners()
 
@@ -184,9 +194,10 @@ class Store(AggregateQueries):
     @staticmethod
     @contextmanager
     def _owning(conn: Connection) -> Iterator[None]:
-        # info outlives the checkout (it belongs to the pooled connection): clear both marks
+        # info outlives the checkout (it belongs to the pooled connection): clear the marks
         # so that a caller who gets this connection later is not taken for the store.
         conn.info.pop(_WROTE_EVENTS, None)
+        conn.info.pop(_WAKES_WORKERS, None)
         conn.info[_OWN] = True
         try:
             yield
@@ -238,6 +249,8 @@ class Store(AggregateQueries):
             )
             if notices:
                 statement = statement.returning(*notices)
+        elif status in _WAKING and conn.info.get(_OWN):
+            conn.info[_WAKES_WORKERS] = True
         conn.execute(statement, bound.params)
         conn.info[_WROTE_EVENTS] = True
 

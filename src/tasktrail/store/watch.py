@@ -9,6 +9,10 @@ its next look at the queue, and the event feed tails other processes' events as 
 
 The callback says only that something committed (a task queued, an event, any write): the
 listener looks for itself.
+
+A process that queues a task rings the file's ``bell`` after its commit, and a watcher
+waits on the bell rather than sleeping: it looks at once, and its polling is what catches
+the commits that ring nothing (other programs, a transaction of the application's own).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from tasktrail.store.bell import Bell, BellListener, bell_for
 from tasktrail.store.engine import detached_connection
 
 logger = logging.getLogger("tasktrail.watch")
@@ -32,7 +37,8 @@ _RECONNECT_SECONDS = 1.0
 class CommitWatcher:
     """Calls ``on_commit()`` in its own thread soon after anything is committed to the
     SQLite file that ``connect`` opens, and once when it starts watching (commits made
-    before cannot be told apart). Several commits between two looks make one call."""
+    before cannot be told apart). Several commits between two looks make one call. With
+    ``bell``, a ring makes it look at once."""
 
     def __init__(
         self,
@@ -40,10 +46,13 @@ class CommitWatcher:
         on_commit: Callable[[], None],
         *,
         interval: float = WATCH_INTERVAL,
+        bell: Bell | None = None,
     ) -> None:
         self._connect = connect
         self._on_commit = on_commit
         self._interval = interval
+        self._bell = bell
+        self._listener: BellListener | None = None
         self._closed = threading.Event()
         self._watching = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tasktrail-watch", daemon=True)
@@ -58,27 +67,42 @@ class CommitWatcher:
         """Stop watching and close the connection; wait up to ``timeout`` seconds for the
         thread to end (0: do not wait; it ends within one interval on its own)."""
         self._closed.set()
+        if (listener := self._listener) is not None:
+            listener.interrupt()
         if self._thread.is_alive() and timeout != 0:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        while not self._closed.is_set():
-            try:
-                self._watch()
-            except Exception:
-                logger.warning("lost the SQLite watch connection; reconnecting", exc_info=True)
-                self._watching.clear()
-                self._closed.wait(_RECONNECT_SECONDS)
+        try:
+            while not self._closed.is_set():
+                try:
+                    self._watch()
+                except Exception:
+                    logger.warning("lost the SQLite watch connection; reconnecting", exc_info=True)
+                    self._watching.clear()
+                    self._closed.wait(_RECONNECT_SECONDS)
+        finally:
+            if self._listener is not None:
+                self._listener.close()
 
     def _watch(self) -> None:
+        if self._bell is not None and self._listener is None:
+            self._listener = self._bell.listen()
         with contextlib.closing(self._connect()) as conn:
             seen = _data_version(conn)
             self._watching.set()
             self._on_commit()
-            while not self._closed.wait(self._interval):
+            while not self._pause():
                 if (version := _data_version(conn)) != seen:
                     seen = version
                     self._on_commit()
+
+    def _pause(self) -> bool:
+        """Wait one interval, or less if the bell rings; True once closed."""
+        if self._listener is None:
+            return self._closed.wait(self._interval)
+        self._listener.wait(self._interval)
+        return self._closed.is_set()
 
 
 def _data_version(conn: Any) -> int:
@@ -103,7 +127,9 @@ def watch_commits(
     (unless that took more than 10 s); without, it returns at once (for an event loop)."""
     if not can_watch(engine):
         return None
-    watcher = CommitWatcher(lambda: detached_connection(engine), on_commit)
+    watcher = CommitWatcher(
+        lambda: detached_connection(engine), on_commit, bell=bell_for(engine.url.database or "")
+    )
     if not watcher.start(timeout=10.0 if wait else 0.0) and wait:
         logger.warning("the SQLite commit watcher is not in place yet; relying on polling")
     return watcher
