@@ -496,11 +496,18 @@ class Trail:
         if waiting:
             self.executor.dispatch(waiting)
 
+    def _dispatch_committed(self, records: Sequence[TaskRecord]) -> None:
+        """``_dispatch`` after the caller's COMMIT, which the store did not make: it tells
+        the workers of other processes too."""
+        if any(r.status in _DISPATCHED and not r.deduplicated for r in records):
+            self.store.wake_other_processes()
+        self._dispatch(records)
+
     def _dispatch_after_commit(self, using: Using, conn: Connection, record: TaskRecord) -> None:
         if isinstance(using, Session):
-            enqueue.defer_in_session(using, conn, self._dispatch, record)
+            enqueue.defer_in_session(using, conn, self._dispatch_committed, record)
         else:
-            enqueue.defer(conn, self._dispatch, record)
+            enqueue.defer(conn, self._dispatch_committed, record)
 
 
 def _connection_of(using: Using) -> Connection:

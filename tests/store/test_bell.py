@@ -149,3 +149,28 @@ def test_a_watcher_looks_at_once_when_another_process_queues_a_task(database: Pa
     finally:
         watcher.close(timeout=5)
     assert not watcher._thread.is_alive()  # closed at once, though its poll is far off
+
+
+def test_a_task_queued_in_the_application_s_transaction_rings_once_it_commits(
+    database: Path,
+) -> None:
+    trail = Trail(f"sqlite:///{database}")
+    trail.task("noop")(lambda ctx: None)
+    heard: queue.SimpleQueue[None] = queue.SimpleQueue()
+    watcher = CommitWatcher(
+        lambda: sqlite3.connect(database, check_same_thread=False, isolation_level=None),
+        lambda: heard.put(None),
+        interval=NEVER,
+        bell=_bell(database),
+    )
+    assert watcher.start()
+    try:
+        heard.get(timeout=5)  # the first look
+        with trail.engine.begin() as conn:
+            trail.submit("noop", using=conn)
+            with pytest.raises(queue.Empty):
+                heard.get(timeout=0.5)  # not committed yet
+        heard.get(timeout=10)
+    finally:
+        watcher.close(timeout=5)
+        trail.close()

@@ -204,6 +204,13 @@ class Store(AggregateQueries):
         finally:
             conn.info.pop(_OWN, None)
 
+    def wake_other_processes(self) -> None:
+        """Tasks were queued in a transaction of the caller's, which has committed: wake the
+        workers of other processes now (on a SQLite file, its bell rings; on PostgreSQL,
+        the ``NOTIFY`` written with the tasks did it at that commit)."""
+        if self._bell is not None:
+            self._bell.ring()
+
     def _tell_event_listeners(self) -> None:
         if self._hints is not None:
             self._hints.committed()
