@@ -117,8 +117,8 @@ def test_nobody_listens_where_the_directory_is_not_one(database: Path) -> None:
         bell.directory.unlink()
 
 
-def test_a_watcher_looks_at_once_when_another_process_queues_a_task(database: Path) -> None:
-    heard: queue.SimpleQueue[None] = queue.SimpleQueue()
+def _watching(database: Path, heard: queue.SimpleQueue[None]) -> CommitWatcher:
+    """A watcher of ``database`` that only its bell wakes, its first look heard."""
     watcher = CommitWatcher(
         lambda: sqlite3.connect(database, check_same_thread=False, isolation_level=None),
         lambda: heard.put(None),
@@ -126,6 +126,13 @@ def test_a_watcher_looks_at_once_when_another_process_queues_a_task(database: Pa
         bell=_bell(database),
     )
     assert watcher.start()
+    heard.get(timeout=5)
+    return watcher
+
+
+def test_a_watcher_looks_at_once_when_another_process_queues_a_task(database: Path) -> None:
+    heard: queue.SimpleQueue[None] = queue.SimpleQueue()
+    watcher = _watching(database, heard)
     submit = """
         import sys
         from tasktrail import Trail
@@ -135,7 +142,6 @@ def test_a_watcher_looks_at_once_when_another_process_queues_a_task(database: Pa
         trail.close()
         """
     try:
-        heard.get(timeout=5)  # the first look
         # A task that is not queued wakes no worker: nothing rings.
         subprocess.run([sys.executable, "-c", textwrap.dedent(submit), str(database), "hold"],
                        check=True, timeout=60)  # fmt: skip
@@ -157,15 +163,8 @@ def test_a_task_queued_in_the_application_s_transaction_rings_once_it_commits(
     trail = Trail(f"sqlite:///{database}")
     trail.task("noop")(lambda ctx: None)
     heard: queue.SimpleQueue[None] = queue.SimpleQueue()
-    watcher = CommitWatcher(
-        lambda: sqlite3.connect(database, check_same_thread=False, isolation_level=None),
-        lambda: heard.put(None),
-        interval=NEVER,
-        bell=_bell(database),
-    )
-    assert watcher.start()
+    watcher = _watching(database, heard)
     try:
-        heard.get(timeout=5)  # the first look
         with trail.engine.begin() as conn:
             trail.submit("noop", using=conn)
             with pytest.raises(queue.Empty):

@@ -29,6 +29,7 @@ from pathlib import Path
 
 logger = logging.getLogger("tasktrail.bell")
 _SUFFIX = ".sock"
+_NEEDED = ((socket, "AF_UNIX"), (os, "geteuid"), (select, "poll"))
 
 
 class Bell:
@@ -84,11 +85,13 @@ class BellListener:
     def __init__(self, sock: socket.socket, path: Path) -> None:
         self._socket = sock
         self.path = path
+        # poll, not select: select refuses descriptors past 1,024, which a busy server has.
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
 
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a ring; True if one (or more) came."""
-        readable, _, _ = select.select([self._socket], [], [], timeout)
-        if not readable:
+        if not self._poll.poll(timeout * 1000):
             return False
         with contextlib.suppress(BlockingIOError):
             while True:  # every ring so far is answered by one look
@@ -110,7 +113,7 @@ class BellListener:
 
 def bell_for(database: str) -> Bell | None:
     """The bell of the SQLite file ``database``, or None where there can be none."""
-    if not hasattr(socket, "AF_UNIX") or not hasattr(os, "geteuid"):
+    if not all(hasattr(module, name) for module, name in _NEEDED):
         return None
     try:  # Windows has AF_UNIX, but no datagram sockets on it
         socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).close()
