@@ -187,9 +187,10 @@ def test_demo_serves_the_roadmap_app_with_sample_tasks(tmp_path: Path) -> None:
     # Retries take 3 * 0.3 s: long enough to cancel one before it ends.
     env = {"TASKTRAIL_DEMO_ITEM_SECONDS": "0.3"}
     with running("demo", "--port", "0", cwd=tmp_path, env=env) as (url, lines):
-        printed = "".join(lines)
-        ids = re.search(r"sample roadmap tasks: (\S+), (\S+)", printed)
-        assert ids is not None, printed
+        # Printed after the address, which is all ``running`` waits for.
+        ids = eventually(
+            lambda: re.search(r"sample roadmap tasks: (\S+), (\S+)", "".join(lines)), timeout=30
+        )
         for task_id in ids.groups():
 
             def finished(task_id: str = task_id) -> bool:
