@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tasktrail import Trail
-from tasktrail.store.bell import Bell, bell_for
+from tasktrail.store.bell import Bell, _remove_own_sockets, bell_for
 from tasktrail.store.watch import CommitWatcher
 
 #: Far longer than any test waits: whatever a watcher hears comes from the bell.
@@ -105,6 +105,38 @@ def test_the_socket_of_a_killed_process_is_removed_by_the_next_ring(database: Pa
     bell.ring()
 
     assert not left.exists()
+
+
+def test_a_process_that_exits_without_closing_its_listener_removes_its_socket(
+    database: Path,
+) -> None:
+    child = _python(
+        """
+        import sys
+        from tasktrail.store.bell import bell_for
+        listener = bell_for(sys.argv[1]).listen()
+        print(listener.path, flush=True)
+        """,
+        str(database),
+    )
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0
+    assert not Path(out.strip()).exists()
+
+
+def test_a_forked_child_leaves_its_parent_s_socket_alone(database: Path) -> None:
+    listener = _bell(database).listen()
+    assert listener is not None
+    pid = os.fork()
+    if pid == 0:  # the child: what it does with what it inherited, then its exit
+        listener.close()
+        _remove_own_sockets()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    try:
+        assert listener.path.exists()
+    finally:
+        listener.close()
 
 
 def test_nobody_listens_where_the_directory_is_not_one(database: Path) -> None:

@@ -11,11 +11,13 @@ it calls back, and still polls: the bell only makes the next look come sooner.
 No bell (and no error: the watchers poll as before) where Unix datagram sockets are missing
 (Windows), where the directory cannot be made or belongs to another user, or where a path
 is too long for a socket. A ring never blocks: a watcher whose socket is full has rings
-waiting already, and the socket of a process that died is removed by the next ring.
+waiting already. A process removes its sockets when it exits, even without closing its
+watchers; the socket of a process that was killed is removed by the next ring.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import logging
@@ -30,6 +32,9 @@ from pathlib import Path
 logger = logging.getLogger("tasktrail.bell")
 _SUFFIX = ".sock"
 _NEEDED = ((socket, "AF_UNIX"), (os, "geteuid"), (select, "poll"))
+#: The sockets of this process's open listeners, each with the process that bound it (a
+#: forked child inherits the set, not the sockets).
+_bound: set[tuple[int, Path]] = set()
 
 
 class Bell:
@@ -85,6 +90,8 @@ class BellListener:
     def __init__(self, sock: socket.socket, path: Path) -> None:
         self._socket = sock
         self.path = path
+        self._bound_by = (os.getpid(), path)
+        _bound.add(self._bound_by)
         # poll, not select: select refuses descriptors past 1,024, which a busy server has.
         self._poll = select.poll()
         self._poll.register(sock, select.POLLIN)
@@ -104,11 +111,12 @@ class BellListener:
             self._socket.sendto(b"", str(self.path))
 
     def close(self) -> None:
-        """Close the socket and remove its file (and the directory, if it was the last)."""
+        """Close the socket and remove its file (and the directory, if it was the last);
+        in a forked child, only close it: the file is the parent's."""
         self._socket.close()
-        with contextlib.suppress(OSError):
-            self.path.unlink()
-            self.path.parent.rmdir()
+        if self._bound_by[0] == os.getpid():
+            _bound.discard(self._bound_by)
+            _remove(self.path)
 
 
 def bell_for(database: str) -> Bell | None:
@@ -128,8 +136,19 @@ def _ring_one(sender: socket.socket, path: str) -> None:
     try:
         sender.sendto(b"", path)
     except ConnectionRefusedError:  # nothing is bound there: its process is gone
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-            os.rmdir(os.path.dirname(path))  # if it was the last
+        _remove(Path(path))
     except OSError:  # a full socket (rings are waiting already), a file just removed
         pass
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+        path.parent.rmdir()  # if it was the last
+
+
+@atexit.register
+def _remove_own_sockets() -> None:
+    for pid, path in list(_bound):
+        if pid == os.getpid():
+            _remove(path)
