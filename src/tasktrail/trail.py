@@ -492,22 +492,26 @@ class Trail:
     # -- dispatch -----------------------------------------------------------------------
 
     def _dispatch(self, records: Sequence[TaskRecord]) -> None:
-        waiting = [r for r in records if r.status in _DISPATCHED and not r.deduplicated]
-        if waiting:
+        if waiting := _waiting(records):
             self.executor.dispatch(waiting)
 
     def _dispatch_committed(self, records: Sequence[TaskRecord]) -> None:
         """``_dispatch`` after the caller's COMMIT, which the store did not make: it tells
         the workers of other processes too."""
-        if any(r.status in _DISPATCHED and not r.deduplicated for r in records):
+        if waiting := _waiting(records):
             self.store.wake_other_processes()
-        self._dispatch(records)
+            self.executor.dispatch(waiting)
 
     def _dispatch_after_commit(self, using: Using, conn: Connection, record: TaskRecord) -> None:
         if isinstance(using, Session):
             enqueue.defer_in_session(using, conn, self._dispatch_committed, record)
         else:
             enqueue.defer(conn, self._dispatch_committed, record)
+
+
+def _waiting(records: Sequence[TaskRecord]) -> list[TaskRecord]:
+    """The tasks of ``records`` that a worker will take (queued or scheduled, and new)."""
+    return [r for r in records if r.status in _DISPATCHED and not r.deduplicated]
 
 
 def _connection_of(using: Using) -> Connection:

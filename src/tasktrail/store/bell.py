@@ -27,6 +27,7 @@ import select
 import socket
 import stat
 import tempfile
+from functools import cache
 from pathlib import Path
 
 logger = logging.getLogger("tasktrail.bell")
@@ -121,15 +122,23 @@ class BellListener:
 
 def bell_for(database: str) -> Bell | None:
     """The bell of the SQLite file ``database``, or None where there can be none."""
-    if not all(hasattr(module, name) for module, name in _NEEDED):
-        return None
-    try:  # Windows has AF_UNIX, but no datagram sockets on it
-        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).close()
-    except OSError:
+    if not _can_ring():
         return None
     real = os.path.realpath(database)
     name = "tasktrail-bell-" + hashlib.sha256(real.encode()).hexdigest()[:16]
     return Bell(Path(tempfile.gettempdir()) / name)
+
+
+@cache
+def _can_ring() -> bool:
+    """Whether this platform has Unix datagram sockets (asked once per process)."""
+    if not all(hasattr(module, name) for module, name in _NEEDED):
+        return False
+    try:  # Windows has AF_UNIX, but no datagram sockets on it
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).close()
+    except OSError:
+        return False
+    return True
 
 
 def _ring_one(sender: socket.socket, path: str) -> None:
