@@ -5,7 +5,9 @@ them, with the machine description and a chart per table, under ``benchmarks/res
 Environment: ``BENCH_PARTS`` (``lifecycle,scale``), ``BENCH_TASKS`` (5000),
 ``BENCH_SAMPLES`` (200), ``BENCH_REPEATS`` (3), ``BENCH_SCALE_SIZES`` (``10000,100000,1000000``),
 ``BENCH_CELERY=1`` to add the Celery rows of ``benchmarks/celery.py`` (tasks/s, and the idle
-latency of Celery alone with Redis results and of Celery through tasktrail).
+latency of Celery alone with Redis results and of Celery through tasktrail). Celery alone
+with Redis results, which tasktrail's goals are set against, runs in every round, so that
+each ratio against it divides figures of the same round.
 """
 
 from __future__ import annotations
@@ -51,16 +53,29 @@ class CeleryRow:
     latency_ms: tuple[float, float] | None = None
 
 
-def celery_rows() -> dict[str, CeleryRow]:
-    """The hook for the Celery rows of ``benchmarks/celery.py``'s runs (Celery through
-    tasktrail, Celery alone) when ``BENCH_CELERY=1``; empty otherwise. Tasks/s for each, and
-    the idle latency over ``SAMPLES`` tasks for Celery through tasktrail (on a database of
-    its own) and Celery alone with Redis results."""
-    if os.environ.get("BENCH_CELERY") != "1":
-        return {}
+def with_celery() -> bool:
+    """Whether this run has the Celery rows (``BENCH_CELERY=1``)."""
+    return os.environ.get("BENCH_CELERY") == "1"
+
+
+def celery_redis_row() -> CeleryRow:
+    """Celery alone with Redis results, once: tasks/s and the idle latency over ``SAMPLES``
+    tasks."""
     from benchmarks import celery
 
     redis = celery.REDIS_RESULTS
+    return CeleryRow(celery.plain_celery(redis), celery.plain_celery_latency(redis, SAMPLES))
+
+
+def celery_rows() -> dict[str, CeleryRow]:
+    """The Celery rows measured once per run (Celery through tasktrail, Celery alone with
+    PostgreSQL results) when ``BENCH_CELERY=1``; empty otherwise. Tasks/s for each, and the
+    idle latency over ``SAMPLES`` tasks for Celery through tasktrail (on a database of its
+    own)."""
+    if not with_celery():
+        return {}
+    from benchmarks import celery
+
     with (
         postgres_database() as tracked_db,
         postgres_database() as latency_db,
@@ -72,9 +87,6 @@ def celery_rows() -> dict[str, CeleryRow]:
                 celery.tracked_celery_latency(latency_db, SAMPLES),
             ),
             "Celery alone (PostgreSQL results)": CeleryRow(celery.plain_celery("db+" + results_db)),
-            CELERY_REDIS: CeleryRow(
-                celery.plain_celery(redis), celery.plain_celery_latency(redis, SAMPLES)
-            ),
         }
 
 
@@ -94,10 +106,14 @@ def ratio(rounds: list[dict[str, Figures]], pick: Callable[[Figures], float]) ->
 def lifecycle_section() -> str:
     """Run the rounds; the Markdown section with the lifecycle table and its ratios."""
     rounds = []
+    redis_rounds = []
     for number in range(1, REPEATS + 1):
         rounds.append(one_round())
         for figures in rounds[-1].values():
             print(f"round {number}: {figures}", flush=True)
+        if with_celery():
+            redis_rounds.append(celery_redis_row())
+            print(f"round {number}: {CELERY_REDIS}: {redis_rounds[-1]}", flush=True)
     systems = list(rounds[0])
     efficiency = lambda f: f.tasks_per_s / (f.baseline_updates_per_s / f.commits_per_task)  # noqa: E731
     rows = [
@@ -134,7 +150,7 @@ def lifecycle_section() -> str:
         markdown_or_print(headers, rows),
         "",
         markdown_or_print(["ratio (same round, median)", "value"], ratios),
-        *celery_text(rounds, celery_rows()),
+        *celery_text(rounds, celery_rows(), redis_rounds),
     ]
     for key, unit in (("tasks/s", "tasks per second"), ("submit/s", "submits per second"),
                       ("commits/task", "commits per task")):  # fmt: skip
@@ -154,39 +170,77 @@ def latency_cells(row: CeleryRow) -> list[str]:
     return [f"{ms:,.1f}" for ms in row.latency_ms]
 
 
-def celery_text(rounds: list[dict[str, Figures]], extra: dict[str, CeleryRow]) -> list[str]:
-    """The Celery table, the overhead line and the ratios of tasktrail's medians over the
-    rounds against Celery alone with Redis results, as lines to append; none without
-    ``extra``."""
+def median_row(rows: list[CeleryRow]) -> CeleryRow:
+    """The medians of several rounds' figures of one Celery system (latency measured in
+    each)."""
+    latencies = [row.latency_ms for row in rows if row.latency_ms is not None]
+    return CeleryRow(
+        statistics.median(row.tasks_per_s for row in rows),
+        (
+            statistics.median(ms[0] for ms in latencies),
+            statistics.median(ms[1] for ms in latencies),
+        ),
+    )
+
+
+def celery_text(
+    rounds: list[dict[str, Figures]], extra: dict[str, CeleryRow], redis_rounds: list[CeleryRow]
+) -> list[str]:
+    """The Celery table, the overhead line and the ratios of tasktrail's figures against
+    Celery alone with Redis results, each divided within its round (``redis_rounds``, one
+    per round), median over the rounds, as lines to append; none without ``extra``."""
     if not extra:
         return []
-    table = [[name, f"{row.tasks_per_s:,.1f}", *latency_cells(row)] for name, row in extra.items()]
+    rows = {
+        **extra,
+        f"{CELERY_REDIS}, median of {len(redis_rounds)} rounds": median_row(redis_rounds),
+    }
+    table = [[name, f"{row.tasks_per_s:,.1f}", *latency_cells(row)] for name, row in rows.items()]
     text = ["", markdown_or_print(["Celery (benchmarks/celery.py)", "tasks/s", "p50 ms",
                                    "p95 ms"], table)]  # fmt: skip
     text += ["", f"p50 / p95 ms: submit → completed of {SAMPLES} tasks, one at a time to an idle "
                  "worker, as the lifecycle's rows; Celery alone from the wall clock just before "
                  "`send_task` to the result's `date_done`, through tasktrail from `created_at` to "
-                 "`completed_at`."]  # fmt: skip
+                 "`completed_at`. Celery alone with Redis results runs in every round, after the "
+                 "lifecycle's systems; the others once, after the rounds."]  # fmt: skip
     overhead = (
         extra["Celery alone (PostgreSQL results)"].tasks_per_s
         / extra["Celery through tasktrail (postgresql)"].tasks_per_s
     )
     text += ["", f"Overhead, tracked ÷ plain (PostgreSQL result backend): {overhead:.2f}x "
                  "the time per task (goal ≤ 1.3x)."]  # fmt: skip
-    redis = extra[CELERY_REDIS]
-    figures: dict[str, tuple[Callable[[Figures], float], float]] = {
-        "tasks/s": (lambda f: f.tasks_per_s, redis.tasks_per_s)
+    figures: dict[str, tuple[Callable[[Figures], float], Callable[[CeleryRow], float]]] = {
+        "tasks/s": (lambda f: f.tasks_per_s, lambda row: row.tasks_per_s),
+        "p50 latency": (lambda f: f.p50_ms, p50),
     }
-    if redis.latency_ms is not None:
-        figures["p50 latency"] = (lambda f: f.p50_ms, redis.latency_ms[0])
     against_celery = [
         [f"{system} {key} ÷ {CELERY_REDIS} {key}",
-         f"{median(rounds, system, pick) / celery_value:.2f}"]
-        for key, (pick, celery_value) in figures.items()
+         same_round_ratio(rounds, redis_rounds, system, pick, pick_celery)]
+        for key, (pick, pick_celery) in figures.items()
         for system in ("tasktrail (postgresql)", "tasktrail (sqlite)")
     ]  # fmt: skip
-    return [*text, "", markdown_or_print(["ratio against Celery + Redis", "value"],
-                                         against_celery)]  # fmt: skip
+    return [*text, "", markdown_or_print(["ratio against Celery + Redis (same round, median)",
+                                          "value"], against_celery)]  # fmt: skip
+
+
+def p50(row: CeleryRow) -> float:
+    """The p50 latency of a Celery row that has one (every round's Celery + Redis)."""
+    assert row.latency_ms is not None
+    return row.latency_ms[0]
+
+
+def same_round_ratio(
+    rounds: list[dict[str, Figures]],
+    redis_rounds: list[CeleryRow],
+    system: str,
+    pick: Callable[[Figures], float],
+    pick_celery: Callable[[CeleryRow], float],
+) -> str:
+    """The median over rounds of ``system``'s figure ÷ Celery + Redis's in the same round,
+    with the rounds' own ratios."""
+    values = [pick(r[system]) / pick_celery(c) for r, c in zip(rounds, redis_rounds, strict=True)]
+    each = ", ".join(f"{v:.2f}" for v in values)
+    return f"{statistics.median(values):.2f} ({each})"
 
 
 def markdown_or_print(headers: list[str], rows: list[list[str]]) -> str:
