@@ -22,12 +22,12 @@ from sqlalchemy.engine import Engine
 
 from tasktrail.store.channels import EVENTS_CHANNEL, QUEUED_CHANNEL, SCHEDULED_PAYLOAD
 from tasktrail.store.engine import detached_connection
+from tasktrail.store.reconnect import run_reconnecting
 from tasktrail.store.watch import watch_commits
 
 logger = logging.getLogger("tasktrail.listen")
 #: How long one wait for notifications lasts; bounds how late ``close`` is noticed.
 _WAIT_SECONDS = 1.0
-_RECONNECT_SECONDS = 1.0
 
 
 class Listening(Protocol):
@@ -74,13 +74,12 @@ class QueueListener:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        while not self._closed.is_set():
-            try:
-                self._listen()
-            except Exception:
-                logger.warning("lost the LISTEN connection; reconnecting", exc_info=True)
-                self._listening.clear()
-                self._closed.wait(_RECONNECT_SECONDS)
+        run_reconnecting(
+            self._closed,
+            self._listen,
+            lost="lost the LISTEN connection",
+            on_lost=self._listening.clear,
+        )
 
     def _listen(self) -> None:
         from psycopg import sql
@@ -165,21 +164,19 @@ class NotificationListener:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        run_reconnecting(self._stopped, self._listen, lost="lost the feed's LISTEN connection")
+
+    def _listen(self) -> None:
         from psycopg import sql
 
-        while not self._stopped.is_set():
-            try:
-                with self._connect() as conn:
-                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+        with self._connect() as conn:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            self._callback()
+            while not self._stopped.is_set():
+                for _ in conn.notifies(timeout=_EVENTS_WAIT_SECONDS):
                     self._callback()
-                    while not self._stopped.is_set():
-                        for _ in conn.notifies(timeout=_EVENTS_WAIT_SECONDS):
-                            self._callback()
-                            if self._stopped.is_set():
-                                break
-            except Exception as exc:
-                logger.warning("LISTEN connection lost (%s); reconnecting", exc)
-                self._stopped.wait(_RECONNECT_SECONDS)
+                    if self._stopped.is_set():
+                        break
 
 
 def listen_for_events(engine: Engine, callback: Callable[[], None]) -> Listening | None:

@@ -51,12 +51,11 @@ from tasktrail.states import (
 from tasktrail.store import run_statements as pg
 from tasktrail.store import statements as q
 from tasktrail.store.aggregates import AggregateQueries
-from tasktrail.store.bell import bell_for
 from tasktrail.store.channels import EVENTS_CHANNEL, QUEUED_CHANNEL, SCHEDULED_PAYLOAD
 from tasktrail.store.engine import WRITE
 from tasktrail.store.hints import EventHints
 from tasktrail.store.listen import can_listen, connector
-from tasktrail.store.watch import can_watch
+from tasktrail.store.watch import bell_of
 
 #: ``Connection.info`` key: this transaction wrote at least one event row.
 _WROTE_EVENTS = "tasktrail_wrote_events"
@@ -144,7 +143,7 @@ class Store(AggregateQueries):
         self.clock = clock
         self._event_listeners: list[Callable[[], None]] = []
         self._hints = EventHints(connector(engine)) if can_listen(engine) else None
-        self._bell = bell_for(engine.url.database or "") if can_watch(engine) else None
+        self._bell = bell_of(engine)
 
     def on_events(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener()`` (from the writing thread) after each transaction of this store
@@ -171,8 +170,8 @@ class Store(AggregateQueries):
                 yield own
             wrote_events = own.info.pop(_WROTE_EVENTS, False)
             wakes_workers = own.info.pop(_WAKES_WORKERS, False)
-        if wakes_workers and self._bell is not None:
-            self._bell.ring()
+        if wakes_workers:
+            self.wake_other_processes()
         if wrote_events:
             self._tell_event_listeners()
 

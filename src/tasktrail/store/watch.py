@@ -27,11 +27,11 @@ from sqlalchemy.engine import Engine
 
 from tasktrail.store.bell import Bell, BellListener, bell_for
 from tasktrail.store.engine import detached_connection
+from tasktrail.store.reconnect import run_reconnecting
 
 logger = logging.getLogger("tasktrail.watch")
 #: Seconds between two looks at ``data_version``: the latency it adds, half of it on average.
 WATCH_INTERVAL = 0.01
-_RECONNECT_SECONDS = 1.0
 
 
 class CommitWatcher:
@@ -74,13 +74,12 @@ class CommitWatcher:
 
     def _run(self) -> None:
         try:
-            while not self._closed.is_set():
-                try:
-                    self._watch()
-                except Exception:
-                    logger.warning("lost the SQLite watch connection; reconnecting", exc_info=True)
-                    self._watching.clear()
-                    self._closed.wait(_RECONNECT_SECONDS)
+            run_reconnecting(
+                self._closed,
+                self._watch,
+                lost="lost the SQLite watch connection",
+                on_lost=self._watching.clear,
+            )
         finally:
             if self._listener is not None:
                 self._listener.close()
@@ -119,6 +118,11 @@ def can_watch(engine: Engine) -> bool:
     return database not in ("", ":memory:") and url.query.get("mode") != "memory"
 
 
+def bell_of(engine: Engine) -> Bell | None:
+    """The bell of ``engine``'s SQLite file; None when it is not one (or has none)."""
+    return bell_for(engine.url.database or "") if can_watch(engine) else None
+
+
 def watch_commits(
     engine: Engine, on_commit: Callable[[], None], *, wait: bool = True
 ) -> CommitWatcher | None:
@@ -127,9 +131,7 @@ def watch_commits(
     (unless that took more than 10 s); without, it returns at once (for an event loop)."""
     if not can_watch(engine):
         return None
-    watcher = CommitWatcher(
-        lambda: detached_connection(engine), on_commit, bell=bell_for(engine.url.database or "")
-    )
+    watcher = CommitWatcher(lambda: detached_connection(engine), on_commit, bell=bell_of(engine))
     if not watcher.start(timeout=10.0 if wait else 0.0) and wait:
         logger.warning("the SQLite commit watcher is not in place yet; relying on polling")
     return watcher
