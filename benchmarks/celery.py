@@ -32,6 +32,7 @@ from celery import Celery
 from celery.result import ResultSet
 
 from benchmarks.celery_apps import (
+    BROKER_URL,
     PLAIN_TASK,
     RESULT_BACKEND,
     make_plain_app,
@@ -46,6 +47,7 @@ CONCURRENCY = int(os.environ.get("BENCH_CELERY_CONCURRENCY", "2"))
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_RESULTS = RESULT_BACKEND
 READY_TIMEOUT = 60.0
+DRAIN_POLL = 0.1
 
 
 @contextmanager
@@ -137,6 +139,41 @@ def plain_celery(result_backend: str) -> float:
         rate = _timed(run)
     check_results(f"Celery ({result_backend.split(':')[0]} results)", results)
     return rate
+
+
+def plain_celery_drain(result_backend: str) -> float:
+    """Tasks/s for Celery alone draining a queue of ``TASKS`` sent before its worker
+    starts, as the lifecycle's drains are timed: from the first task stored as done to the
+    last, by the ``date_done`` the worker stamps on each (so neither the sending client nor
+    the worker's start is counted). ``result_backend`` is a Redis URL.
+
+    The tasks are sent by an app without a result backend: the Redis backend subscribes
+    the sender to each task's result channel, and a client that read 20,000 messages while
+    the worker drains would take CPU from it. The waiting client looks at the results
+    every ``DRAIN_POLL`` seconds, in one ``MGET``.
+    """
+    queue = f"bench-plain-{uuid.uuid4().hex[:6]}"
+    sender = Celery("bench_plain_sender", broker=BROKER_URL)
+    ids = [sender.send_task(PLAIN_TASK, (n,), queue=queue).id for n in range(TASKS)]
+    reader = make_plain_app(result_backend)
+    backend = reader.backend
+    keys = [backend.get_key_for_task(task_id) for task_id in ids]
+    deadline = time.monotonic() + 600
+    with celery_worker("benchmarks.celery_apps:plain_app", reader, queue,
+                       {"BENCH_RESULT_BACKEND": result_backend}):  # fmt: skip
+        while True:
+            metas = [None if raw is None else backend.decode_result(raw)
+                     for raw in backend.mget(keys)]  # fmt: skip
+            if all(meta is not None and meta["status"] == "SUCCESS" for meta in metas):
+                break
+            if time.monotonic() > deadline:
+                break  # check_results says how many did not finish
+            time.sleep(DRAIN_POLL)
+    done = [meta for meta in metas if meta is not None and meta["status"] == "SUCCESS"]
+    check_results(f"Celery ({result_backend.split(':')[0]} results, queue loaded first)",
+                  [meta["result"] for meta in done])  # fmt: skip
+    stamps = sorted(datetime.fromisoformat(meta["date_done"]) for meta in done)
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0]).total_seconds()
 
 
 def tracked_celery(database_url: str) -> float:
