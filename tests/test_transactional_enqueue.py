@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
-from tasktrail import Executor, Link, TaskContext, TaskRecord, Trail
+from tasktrail import Executor, Link, TaskContext, TaskRecord, Trail, enqueue
 from tasktrail.schema import tasks
 from tasktrail.store import create_engine
 
@@ -201,6 +201,45 @@ def test_a_task_submitted_in_a_rolled_back_savepoint_is_neither_kept_nor_dispatc
 
     assert executor.dispatched == [kept.id, also_kept.id, in_session.id]
     assert {t.id for t in trail.list_tasks().items} == {kept.id, also_kept.id, in_session.id}
+
+
+def test_a_savepoint_opened_before_the_first_task_still_takes_its_tasks_back(
+    app: tuple[Trail, RecordingExecutor],
+) -> None:
+    """The listeners follow a connection from its first task on: a savepoint opened
+    earlier holds every task since, and rolling it back drops them all."""
+    trail, executor = app
+    with trail.engine.begin() as conn:
+        outer = conn.begin_nested()
+        middle = conn.begin_nested()  # opened before any task too
+        trail.submit("roadmap.generate", {"roadmap_id": "r1"}, using=conn)
+        inner = conn.begin_nested()
+        trail.submit("roadmap.generate", {"roadmap_id": "r2"}, using=conn)
+        inner.commit()
+        middle.commit()
+        outer.rollback()
+        released = conn.begin_nested()
+        kept = trail.submit("roadmap.generate", {"roadmap_id": "r3"}, using=conn)
+        released.commit()
+    assert executor.dispatched == [kept.id]
+    assert [t.id for t in trail.list_tasks().items] == [kept.id]
+
+
+def test_only_the_connection_that_submitted_is_followed(
+    app: tuple[Trail, RecordingExecutor],
+) -> None:
+    """The other connections of the engine (the store's own writes among them) carry no
+    listeners, so SQLAlchemy dispatches no events for their statements."""
+    trail, executor = app
+    with trail.engine.begin() as conn:
+        task = trail.submit("roadmap.generate", {"roadmap_id": "r1"}, using=conn)
+        assert sa.event.contains(conn, "commit", enqueue._on_commit)
+        with trail.engine.connect() as other:
+            assert not sa.event.contains(other, "commit", enqueue._on_commit)
+    assert not sa.event.contains(trail.engine, "commit", enqueue._on_commit)
+    assert executor.dispatched == [task.id]
+    trail.submit("roadmap.generate", {"roadmap_id": "r2"})
+    assert not sa.event.contains(trail.engine, "commit", enqueue._on_commit)
 
 
 def test_a_failed_commit_dispatches_nothing(

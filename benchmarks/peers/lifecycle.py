@@ -27,7 +27,7 @@ import psycopg
 import sqlalchemy as sa
 
 from benchmarks.databases import POSTGRES_URL, committed_updates_per_second
-from benchmarks.peers.engines import bench_trail
+from benchmarks.peers.engines import SQLiteCommits, bench_trail
 from tasktrail import TaskRecord, Trail
 
 WORKERS = 2
@@ -158,17 +158,6 @@ def tasktrail_worker_command() -> list[str]:
             "benchmarks.peers.tt_app:trail", "--concurrency", str(CONCURRENCY)]  # fmt: skip
 
 
-class Counter:
-    """Counts an engine's commits (how SQLite's commits per task are measured)."""
-
-    def __init__(self, engine: sa.Engine) -> None:
-        self.count = 0
-        sa.event.listen(engine, "commit", self._bump)
-
-    def _bump(self, _conn: object) -> None:
-        self.count += 1
-
-
 def tasktrail_run(url: str, *, tasks: int, samples: int) -> Figures:
     """The lifecycle on tasktrail at ``url`` (a fresh database)."""
     dialect = sa.make_url(url).get_backend_name()
@@ -190,14 +179,14 @@ def tasktrail_run(url: str, *, tasks: int, samples: int) -> Figures:
                 for table in ("events", "links", "items", "tasks"):
                     conn.execute(sa.table(f"tasktrail_{table}").delete())
             Path(log).unlink(missing_ok=True)
-            counter = Counter(trail.engine)
+            counter = SQLiteCommits(trail.engine) if dialect == "sqlite" else None
             trail.engine.dispose()
             before = xact_commits(url) if dialect == "postgresql" else 0
             start = time.perf_counter()
             for _ in range(tasks):
                 trail.submit("bench.tracked")
             submit_rate = tasks / (time.perf_counter() - start)
-            submit_commits = counter.count
+            submit_commits = 0 if counter is None else counter.count
             trail.engine.dispose()
             polls = [0]
             with processes(tasktrail_worker_command(), env):

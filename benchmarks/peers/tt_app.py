@@ -1,20 +1,17 @@
 """The tasktrail app that the benchmark's worker processes load
 (``python -m tasktrail worker --app benchmarks.peers.tt_app:trail``).
 
-The database comes from ``TASKTRAIL_DATABASE_URL``. With ``BENCH_COMMIT_LOG`` set, the
-process appends how many transactions it committed to that file when it exits (how commits
-per task are counted on SQLite, which has no ``pg_stat_database``).
+The database comes from ``TASKTRAIL_DATABASE_URL``. With ``BENCH_COMMIT_LOG`` set, a
+process on SQLite appends how many transactions it committed to that file when it exits
+(how commits per task are counted there; PostgreSQL has ``pg_stat_database``).
 """
 
 from __future__ import annotations
 
 import atexit
 import os
-from typing import Any
 
-import sqlalchemy as sa
-
-from benchmarks.peers.engines import bench_trail
+from benchmarks.peers.engines import SQLiteCommits, bench_trail
 from tasktrail import TaskContext
 
 trail = bench_trail(os.environ.get("TASKTRAIL_DATABASE_URL"))
@@ -28,21 +25,10 @@ def tracked(ctx: TaskContext) -> None:
         ctx.progress(percent, step)
 
 
-def count_commits(engine: sa.Engine, log: str) -> None:
-    """Count ``engine``'s committed transactions and append the count to ``log`` at exit."""
-    commits = [0]
-
-    def on_commit(_conn: Any) -> None:
-        commits[0] += 1
-
-    sa.event.listen(engine, "commit", on_commit)
-    atexit.register(lambda: _append(log, commits[0]))
-
-
-def _append(log: str, count: int) -> None:
+def _append(log: str, commits: SQLiteCommits) -> None:
     with open(log, "a") as out:
-        out.write(f"{count}\n")
+        out.write(f"{commits.count}\n")
 
 
-if os.environ.get("BENCH_COMMIT_LOG"):
-    count_commits(trail.engine, os.environ["BENCH_COMMIT_LOG"])
+if os.environ.get("BENCH_COMMIT_LOG") and trail.engine.dialect.name == "sqlite":
+    atexit.register(_append, os.environ["BENCH_COMMIT_LOG"], SQLiteCommits(trail.engine))

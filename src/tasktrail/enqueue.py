@@ -1,10 +1,13 @@
 """Transactional enqueue: tasks submitted inside the caller's transaction reach the
 executor only after that transaction's COMMIT has succeeded.
 
-The listeners are registered once per engine, so they see every ``Connection`` of it (a
-pooled DBAPI connection is wrapped by a new ``Connection`` at each checkout). What is
-waiting lives in the pooled connection's ``info`` and is emptied at the end of every
-transaction, so nothing carries over from one checkout to the next:
+The listeners follow only the ``Connection`` that deferred a task: they are registered on
+it at its first deferred task (``defer``), and go with it. Listeners on the engine would
+be paid for by every connection of it — SQLAlchemy dispatches the events of every
+statement of a connection whose engine has any — and most of those are the store's own
+writes, which defer nothing: a fifth of a worker's CPU per task. What is waiting lives in
+the pooled connection's ``info`` and is emptied at the end of every transaction, so
+nothing carries over from one checkout to the next:
 
 * ``savepoint`` / ``release_savepoint`` / ``rollback_savepoint``: tasks submitted since a
   savepoint that is rolled back are dropped.
@@ -13,17 +16,19 @@ transaction, so nothing carries over from one checkout to the next:
   marked committed here; ``handle_error`` drops them if the COMMIT itself fails.
 * The committed tasks are dispatched at the first moment the COMMIT is known to have
   succeeded: ``after_commit`` of a ``Session``, else the next ``begin`` on the connection,
-  else its return to the pool (``checkin``: the end of ``with engine.begin()``).
+  else its return to the pool (``checkin``, a pool event, registered once per engine: the
+  end of ``with engine.begin()``).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from tasktrail.records import TaskRecord
@@ -31,6 +36,8 @@ from tasktrail.records import TaskRecord
 Dispatch = Callable[[Sequence[TaskRecord]], None]
 _KEY = "tasktrail_enqueue"
 _SESSION_KEY = "tasktrail_enqueue_connections"
+#: Two threads deferring on one engine for the first time register its listener once.
+_registering = threading.Lock()
 
 
 @dataclass
@@ -43,26 +50,29 @@ class _Waiting:
     committed: list[tuple[Dispatch, TaskRecord]] = field(default_factory=list)
 
 
-def watch(engine: Engine) -> None:
-    """Register the listeners on ``engine`` (idempotent). Call it before the transactions
-    it should follow begin: savepoints opened earlier are not seen."""
-    if event.contains(engine, "commit", _on_commit):
-        return
-    event.listen(engine, "begin", _on_begin)
-    event.listen(engine, "savepoint", _on_savepoint)
-    event.listen(engine, "release_savepoint", _on_release_savepoint)
-    event.listen(engine, "rollback_savepoint", _on_rollback_savepoint)
-    event.listen(engine, "rollback", _on_rollback)
-    event.listen(engine, "commit", _on_commit)
-    event.listen(engine, "handle_error", _on_error)
-    event.listen(engine, "checkin", _on_checkin)
-
-
 def defer(conn: Connection, dispatch: Dispatch, record: TaskRecord) -> None:
     """Hand ``record`` to ``dispatch`` once ``conn``'s current transaction has committed;
     never if it (or the savepoint it was written in) rolls back."""
-    watch(conn.engine)
+    _follow(conn)
     _waiting(conn.info).open.append((dispatch, record))
+
+
+def _follow(conn: Connection) -> None:
+    """Register the listeners on ``conn``, and those of its engine, if not yet there."""
+    with _registering:
+        # Neither is a connection's event (SQLAlchemy 2 has handle_error on the dialect):
+        # registering them costs the engine's other connections nothing per statement.
+        if not event.contains(conn.engine, "checkin", _on_checkin):
+            event.listen(conn.engine, "checkin", _on_checkin)
+            event.listen(conn.engine, "handle_error", _on_error)
+    if event.contains(conn, "commit", _on_commit):
+        return
+    event.listen(conn, "begin", _on_begin)
+    event.listen(conn, "savepoint", _on_savepoint)
+    event.listen(conn, "release_savepoint", _on_release_savepoint)
+    event.listen(conn, "rollback_savepoint", _on_rollback_savepoint)
+    event.listen(conn, "rollback", _on_rollback)
+    event.listen(conn, "commit", _on_commit)
 
 
 def defer_in_session(
@@ -134,8 +144,8 @@ def _on_rollback_savepoint(conn: Connection, name: str, context: object) -> None
     waiting = _held(_info(conn))
     if waiting is None:
         return
-    # A savepoint opened before the listeners existed is unknown: dropping everything
-    # open risks a late dispatch (workers still poll), never a dispatch of a lost task.
+    # A savepoint opened before this connection deferred its first task is unknown, and
+    # still open, so it holds every task deferred since: all of them are dropped.
     start = waiting.savepoints.pop() if waiting.savepoints else 0
     del waiting.open[start:]
 

@@ -79,7 +79,6 @@ class Trail:
                 engine.dispose()
             raise
         self.store = Store(engine)
-        enqueue.watch(engine)
         self.probes: dict[str, StaleProbe] = {}
         self.registry = Registry()
         self.executor: Executor = executor or EmbeddedExecutor()

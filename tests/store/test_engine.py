@@ -1,18 +1,24 @@
 """``create_engine``: on PostgreSQL a pooled connection that sat unused is checked before
-use, so a server that closed it (restart, idle timeout) costs the caller nothing."""
+use, so a server that closed it (restart, idle timeout) costs the caller nothing; on SQLite
+transactions are the database's own, and a write transaction takes the lock at its start;
+and no engine makes SQLAlchemy dispatch connection events."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from tests.conftest import PostgresDatabases
 
+from tasktrail import Trail
 from tasktrail.store import create_engine
+from tasktrail.store.engine import begin_writing
 
 
 @pytest.fixture
@@ -95,4 +101,63 @@ def test_every_session_reads_timestamps_in_utc(postgres_url: str) -> None:
             first.rollback()  # the setting outlives a transaction rolled back
             assert first.exec_driver_sql("SHOW TimeZone").scalar_one() == "UTC"
     finally:
+        engine.dispose()
+
+
+def test_no_engine_of_tasktrail_listens_to_connection_events(database_url: str) -> None:
+    """SQLAlchemy dispatches the events of every statement of every connection of an engine
+    that has a connection-event listener: tasktrail's engines have none, and using the
+    engine (a submit, a run) adds none."""
+    trail = Trail(database_url)
+    trail.task("engine.noop")(lambda ctx: None)
+    try:
+        trail.submit("engine.noop")
+        assert trail.run_pending() == 1
+        assert not trail.engine._has_events  # what SQLAlchemy checks before each dispatch
+    finally:
+        trail.close()
+
+
+def test_a_sqlite_transaction_reads_one_snapshot_and_rolls_back_whole(tmp_path: Path) -> None:
+    """pysqlite begins no transaction before a SELECT; tasktrail's engine does."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'snap.db'}")
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (n INTEGER)")
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        with engine.connect() as reader, engine.connect() as writer:
+            with reader.begin():
+                assert reader.exec_driver_sql("SELECT count(*) FROM t").scalar() == 1
+                with writer.begin():
+                    writer.exec_driver_sql("INSERT INTO t VALUES (2)")
+                assert reader.exec_driver_sql("SELECT count(*) FROM t").scalar() == 1
+            with writer.begin() as transaction:
+                writer.exec_driver_sql("INSERT INTO t VALUES (3)")
+                writer.exec_driver_sql("INSERT INTO t VALUES (4)")
+                transaction.rollback()
+            assert reader.exec_driver_sql("SELECT count(*) FROM t").scalar() == 2
+    finally:
+        engine.dispose()
+
+
+def test_a_sqlite_write_transaction_holds_the_write_lock_from_its_start(tmp_path: Path) -> None:
+    """``begin_writing`` takes the lock before any statement: another writer cannot get in
+    between a read and the write that follows it."""
+    path = tmp_path / "lock.db"
+    engine = create_engine(f"sqlite:///{path}")
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        with (
+            engine.connect() as conn,
+            begin_writing(conn),
+            pytest.raises(sqlite3.OperationalError, match="locked"),
+        ):
+            other.execute("BEGIN IMMEDIATE")
+        other.execute("BEGIN IMMEDIATE")  # free again once it ended
+        other.rollback()
+        with engine.connect() as conn, conn.begin():
+            other.execute("BEGIN IMMEDIATE")  # a plain transaction takes no lock until it writes
+            other.rollback()
+    finally:
+        other.close()
         engine.dispose()

@@ -17,7 +17,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from tasktrail.errors import SchemaNotReady
-from tasktrail.store.engine import WRITE
+from tasktrail.store.engine import begin_writing
 
 VERSION_TABLE = "tasktrail_alembic_version"
 # Any fixed 64-bit number: serialises concurrent upgrades on one PostgreSQL database.
@@ -41,12 +41,10 @@ def head_revision() -> str:
 
 @contextmanager
 def _migrating(engine: Engine) -> Iterator[Connection]:
-    with engine.connect() as conn:
-        conn.execution_options(**{WRITE: True})
-        with conn.begin():
-            if engine.dialect.name == "postgresql":
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_ADVISORY_LOCK_ID)))
-            yield conn
+    with engine.connect() as conn, begin_writing(conn):
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_ADVISORY_LOCK_ID)))
+        yield conn
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

@@ -52,7 +52,7 @@ from tasktrail.store import run_statements as pg
 from tasktrail.store import statements as q
 from tasktrail.store.aggregates import AggregateQueries
 from tasktrail.store.channels import EVENTS_CHANNEL, QUEUED_CHANNEL, SCHEDULED_PAYLOAD
-from tasktrail.store.engine import WRITE
+from tasktrail.store.engine import begin_writing
 from tasktrail.store.hints import EventHints
 from tasktrail.store.listen import can_listen, connector
 from tasktrail.store.watch import bell_of
@@ -165,8 +165,7 @@ class Store(AggregateQueries):
             yield conn
             return
         with self.engine.connect() as own, self._owning(own):
-            own.execution_options(**{WRITE: True})
-            with own.begin():
+            with begin_writing(own):
                 yield own
             wrote_events = own.info.pop(_WROTE_EVENTS, False)
             wakes_workers = own.info.pop(_WAKES_WORKERS, False)
