@@ -4,7 +4,8 @@ Each system gets one ``celery worker`` (prefork, ``BENCH_CELERY_CONCURRENCY`` pr
 default 2) and ``BENCH_CELERY_TASKS`` tasks (default 1000) that each report three progress
 steps; the figure is tasks/s from the first submit to the last result. The clock starts
 once the worker answers a control ping, and a figure is reported only when every task
-returned its own ``n`` (checked the same way on both sides).
+returned its own ``n`` (checked the same way on both sides). Celery alone also drains a
+queue loaded before its worker starts (``plain_celery_drain``), the lifecycle's workload.
 
 The idle latency (``*_latency``) runs the lifecycle benchmark's way
 (``benchmarks/peers/lifecycle.py``): a worker of its own, ready, then one task at a time with
@@ -153,8 +154,8 @@ def plain_celery_drain(result_backend: str) -> float:
     every ``DRAIN_POLL`` seconds, in one ``MGET``.
     """
     queue = f"bench-plain-{uuid.uuid4().hex[:6]}"
-    sender = Celery("bench_plain_sender", broker=BROKER_URL)
-    ids = [sender.send_task(PLAIN_TASK, (n,), queue=queue).id for n in range(TASKS)]
+    with Celery("bench_plain_sender", broker=BROKER_URL) as sender:
+        ids = [sender.send_task(PLAIN_TASK, (n,), queue=queue).id for n in range(TASKS)]
     reader = make_plain_app(result_backend)
     backend = reader.backend
     keys = [backend.get_key_for_task(task_id) for task_id in ids]
