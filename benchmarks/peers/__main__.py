@@ -178,14 +178,13 @@ def latency_cells(row: CeleryRow) -> list[str]:
 
 
 def median_row(rows: list[CeleryRow]) -> CeleryRow:
-    """The medians of several rounds' figures of one Celery system (latency measured in
+    """The medians of several rounds' figures of one Celery system (every figure measured in
     each)."""
-    latencies = [row.latency_ms for row in rows if row.latency_ms is not None]
     return CeleryRow(
         statistics.median(row.tasks_per_s for row in rows),
         (
-            statistics.median(ms[0] for ms in latencies),
-            statistics.median(ms[1] for ms in latencies),
+            statistics.median(latency(row)[0] for row in rows),
+            statistics.median(latency(row)[1] for row in rows),
         ),
         statistics.median(drain(row) for row in rows),
     )
@@ -250,10 +249,16 @@ def drain(row: CeleryRow) -> float:
     return row.drain_per_s
 
 
-def p50(row: CeleryRow) -> float:
-    """The p50 latency of a Celery row that has one (every round's Celery + Redis)."""
+def latency(row: CeleryRow) -> tuple[float, float]:
+    """The idle latency (p50, p95 ms) of a Celery row that has one (every round's Celery +
+    Redis)."""
     assert row.latency_ms is not None
-    return row.latency_ms[0]
+    return row.latency_ms
+
+
+def p50(row: CeleryRow) -> float:
+    """The p50 latency of a Celery row that has one."""
+    return latency(row)[0]
 
 
 def same_round_ratio(
