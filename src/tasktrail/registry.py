@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from tasktrail.errors import InvalidInput, UnknownTask
@@ -31,9 +32,13 @@ class TaskDefinition:
         """Whether the function is a coroutine function."""
         return inspect.iscoroutinefunction(self.function)
 
+    @cached_property
+    def _signature(self) -> inspect.Signature:
+        return inspect.signature(self.function)
+
     def check_params(self, params: dict[str, Any]) -> None:
         """Raise ``InvalidInput`` unless the function accepts ``params`` as keywords."""
-        signature = inspect.signature(self.function)
+        signature = self._signature
         try:
             signature.bind(None, **params)
         except TypeError as exc:
