@@ -24,6 +24,7 @@ from tasktrail.records import (
 from tasktrail.retries import DoNotRetry
 from tasktrail.staleness import StatusCheck
 from tasktrail.states import ItemStatus, Status
+from tasktrail.submission import Submission
 from tasktrail.trail import Trail
 from tasktrail.worker import Worker
 
@@ -47,6 +48,7 @@ __all__ = [
     "SchemaNotReady",
     "Status",
     "StatusCheck",
+    "Submission",
     "TaskCancelled",
     "TaskContext",
     "TaskNotFound",

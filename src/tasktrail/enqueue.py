@@ -50,11 +50,11 @@ class _Waiting:
     committed: list[tuple[Dispatch, TaskRecord]] = field(default_factory=list)
 
 
-def defer(conn: Connection, dispatch: Dispatch, record: TaskRecord) -> None:
-    """Hand ``record`` to ``dispatch`` once ``conn``'s current transaction has committed;
-    never if it (or the savepoint it was written in) rolls back."""
+def defer(conn: Connection, dispatch: Dispatch, records: Sequence[TaskRecord]) -> None:
+    """Hand ``records`` to ``dispatch`` once ``conn``'s current transaction has committed;
+    never if it (or the savepoint they were written in) rolls back."""
     _follow(conn)
-    _waiting(conn.info).open.append((dispatch, record))
+    _waiting(conn.info).open.extend((dispatch, record) for record in records)
 
 
 def _follow(conn: Connection) -> None:
@@ -76,11 +76,11 @@ def _follow(conn: Connection) -> None:
 
 
 def defer_in_session(
-    session: Session, conn: Connection, dispatch: Dispatch, record: TaskRecord
+    session: Session, conn: Connection, dispatch: Dispatch, records: Sequence[TaskRecord]
 ) -> None:
-    """``defer`` for a task written through ``session`` on ``conn``: dispatched in the
+    """``defer`` for tasks written through ``session`` on ``conn``: dispatched in the
     session's ``after_commit``, the moment its COMMIT has succeeded."""
-    defer(conn, dispatch, record)
+    defer(conn, dispatch, records)
     infos: list[dict[Any, Any]] | None = session.info.get(_SESSION_KEY)
     if infos is None:
         infos = session.info[_SESSION_KEY] = []

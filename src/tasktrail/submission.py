@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +19,24 @@ from tasktrail.text import refuse_nul
 MAX_ATTEMPTS_LIMIT = 1000
 MAX_DEDUPE_KEY_LENGTH = 300
 MAX_QUEUE_LENGTH = 100
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One task of a ``Trail.submit_many`` batch: ``submit``'s arguments, by the same names
+    and with the same defaults (the task's registered policy where None)."""
+
+    name: str
+    params: dict[str, Any] | None = None
+    links: Iterable[Link] | None = None
+    dedupe_key: str | None = None
+    run: bool = True
+    max_attempts: int | None = None
+    backoff: float | None = None
+    queue: str | None = None
+    priority: int | None = None
+    run_after: datetime | None = None
+    description: str | None = None
 
 
 def new_task(

@@ -30,9 +30,9 @@ from tasktrail.staleness import (
     uncovered,
 )
 from tasktrail.states import RUN, SCHEDULE, Status
-from tasktrail.store import Store, create_engine
+from tasktrail.store import NewTask, Store, create_engine
 from tasktrail.store.migrate import ensure_schema
-from tasktrail.submission import check_policy, new_task
+from tasktrail.submission import Submission, check_policy, new_task
 from tasktrail.text import refuse_nul
 
 DEFAULT_DATABASE_URL = "sqlite:///tasktrail.db"
@@ -205,8 +205,71 @@ class Trail:
             return record
         conn = _connection_of(using)
         record = self.store.insert_task(new, actor=actor, conn=conn)
-        self._dispatch_after_commit(using, conn, record)
+        self._dispatch_after_commit(using, conn, [record])
         return record
+
+    def submit_many(
+        self,
+        submissions: Iterable[Submission],
+        *,
+        actor: str | None = None,
+        using: Using | None = None,
+    ) -> list[TaskRecord]:
+        """Record many tasks at once, all or none: one ``TaskRecord`` per ``Submission``,
+        in their order, written in one transaction (yours with ``using``, as ``submit``).
+
+        Each submission means what the same arguments to ``submit`` mean, its
+        ``dedupe_key`` included: a key already taken, or taken by an earlier submission of
+        the batch, returns that task with ``deduplicated=True``. Every submission is
+        checked before anything is written; bad input raises ``InvalidInput`` (or
+        ``UnknownTask``) naming the submission by its index (from 0).
+        """
+        if isinstance(submissions, Submission | str | bytes | dict):
+            raise InvalidInput("submissions must be a list of tasktrail.Submission")
+        try:
+            given = list(submissions)
+        except TypeError:
+            raise InvalidInput("submissions must be a list of tasktrail.Submission") from None
+        now = self.store.clock()
+        news = [self._checked(index, submission, now) for index, submission in enumerate(given)]
+        if not news:
+            return []
+        if using is None:
+            records = self.store.insert_tasks(news, actor=actor)
+            self._dispatch(records)
+            return records
+        conn = _connection_of(using)
+        records = self.store.insert_tasks(news, actor=actor, conn=conn)
+        self._dispatch_after_commit(using, conn, records)
+        return records
+
+    def _checked(self, index: int, submission: object, now: datetime) -> NewTask:
+        """``submission`` (the ``index``-th of a batch) as a ``NewTask``, or the error of
+        ``submit`` for it, naming it."""
+        if not isinstance(submission, Submission):
+            raise InvalidInput(
+                f"submission {index} must be a tasktrail.Submission, "
+                f"got {type(submission).__name__}"
+            )
+        try:
+            return new_task(
+                self.registry.get(submission.name),
+                submission.params,
+                links=submission.links,
+                dedupe_key=submission.dedupe_key,
+                run=submission.run,
+                max_attempts=submission.max_attempts,
+                backoff=submission.backoff,
+                queue=submission.queue,
+                priority=submission.priority,
+                run_after=submission.run_after,
+                description=submission.description,
+                now=now,
+            )
+        except InvalidInput as error:
+            # The same exception, UnknownTask stays UnknownTask, its message naming where.
+            error.args = (f"submission {index}: {error}",)
+            raise
 
     def run(self, task_id: str, *, actor: str | None = None) -> TaskRecord:
         """Queue a task submitted with ``run=False`` (``created → queued``, or ``scheduled``
@@ -394,6 +457,23 @@ class Trail:
 
         return await using.run_sync(submit_in)
 
+    async def submit_many_async(
+        self,
+        submissions: Iterable[Submission],
+        *,
+        actor: str | None = None,
+        using: AsyncUsing | None = None,
+    ) -> list[TaskRecord]:
+        """Async version of ``submit_many``; ``using`` takes your ``AsyncConnection`` or
+        ``AsyncSession``."""
+        if using is None:
+            return await asyncio.to_thread(self.submit_many, submissions, actor=actor)
+
+        def submit_in(sync: Any) -> list[TaskRecord]:
+            return self.submit_many(submissions, actor=actor, using=sync)
+
+        return await using.run_sync(submit_in)
+
     async def run_async(self, task_id: str, *, actor: str | None = None) -> TaskRecord:
         """Async version of ``run``."""
         return await asyncio.to_thread(self.run, task_id, actor=actor)
@@ -501,11 +581,13 @@ class Trail:
             self.store.wake_other_processes()
             self.executor.dispatch(waiting)
 
-    def _dispatch_after_commit(self, using: Using, conn: Connection, record: TaskRecord) -> None:
+    def _dispatch_after_commit(
+        self, using: Using, conn: Connection, records: Sequence[TaskRecord]
+    ) -> None:
         if isinstance(using, Session):
-            enqueue.defer_in_session(using, conn, self._dispatch_committed, record)
+            enqueue.defer_in_session(using, conn, self._dispatch_committed, records)
         else:
-            enqueue.defer(conn, self._dispatch_committed, record)
+            enqueue.defer(conn, self._dispatch_committed, records)
 
 
 def _waiting(records: Sequence[TaskRecord]) -> list[TaskRecord]:

@@ -106,6 +106,7 @@ def test_bodies_over_the_limit_get_413_and_write_nothing(secured_url: str) -> No
 TASK = "01m87x8mp99epv16j2cdb4qpwb"
 SECURED = [
     ("POST", "/api/v1/tasks"),
+    ("POST", "/api/v1/tasks/batch"),
     ("GET", "/api/v1/tasks"),
     ("GET", f"/api/v1/tasks/{TASK}"),
     ("GET", f"/api/v1/tasks/{TASK}/status"),

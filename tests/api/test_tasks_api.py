@@ -129,6 +129,74 @@ def test_create_refuses_a_body_that_is_not_json(client: httpx.Client) -> None:
     assert isinstance(response.json()["detail"], str)
 
 
+def create_batch(client: httpx.Client, *tasks: dict[str, Any]) -> httpx.Response:
+    return client.post("/api/v1/tasks/batch", json={"tasks": list(tasks)})
+
+
+def test_batch_create_answers_201_with_every_task_in_order(
+    client: httpx.Client, thread_worker: object
+) -> None:
+    response = create_batch(
+        client,
+        {"name": "test.echo", "params": {"n": 1}, "links": [{"type": "roadmap", "id": "r9"}]},
+        {"name": "test.echo", "params": {"n": 2}, "run_immediately": False},
+        {"name": "test.echo", "params": {"n": 3}, "dedupe_key": "b3"},
+    )
+
+    assert response.status_code == 201
+    first, held, keyed = response.json()
+    assert set(first) >= TASK_FIELDS | {"deduplicated"}
+    assert [t["params"] for t in (first, held, keyed)] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert (first["status"], held["status"], keyed["dedupe_key"]) == ("queued", "created", "b3")
+    assert first["links"] == [{"type": "roadmap", "id": "r9", "role": None}]
+    assert finished(client, first["id"])["result"] == {"n": 1}
+    assert client.get(f"/api/v1/tasks/{held['id']}").json()["status"] == "created"
+
+
+def test_batch_create_answers_200_when_every_key_was_taken(client: httpx.Client) -> None:
+    first = create(client, dedupe_key="k1", params={"n": 1}).json()
+    again = create_batch(
+        client,
+        {"name": "test.echo", "dedupe_key": "k1"},
+        {"name": "test.echo", "dedupe_key": "k2"},
+        {"name": "test.echo", "dedupe_key": "k2"},
+    )
+    assert again.status_code == 201  # k2 was new
+    taken, new, repeated = again.json()
+    assert (taken["id"], taken["deduplicated"]) == (first["id"], True)
+    assert (new["deduplicated"], repeated["id"], repeated["deduplicated"]) == (
+        False,
+        new["id"],
+        True,
+    )
+    all_taken = create_batch(client, {"name": "test.echo", "dedupe_key": "k2"})
+    assert all_taken.status_code == 200
+    assert all_taken.json()[0]["id"] == new["id"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "mentions"),
+    [
+        ({"tasks": []}, 422, "tasks"),
+        ({"tasks": [{"name": "test.echo"}] * 501}, 422, "at most 500"),
+        ({"tasks": {"name": "test.echo"}}, 422, "tasks"),
+        ({"tasks": [{"name": "test.echo"}, {"name": "test.echo", "max_attempts": 0}]}, 422,
+         "tasks.1.max_attempts"),
+        ({"tasks": [{"name": "test.echo"}, {"name": "no.such.task"}]}, 404,
+         "submission 1: no task registered as 'no.such.task'"),
+        ({"tasks": [{"name": "test.echo"}], "surprise": 1}, 422, "surprise"),
+        ({"name": "test.echo"}, 422, "tasks"),
+    ],
+)  # fmt: skip
+def test_batch_create_refuses_a_bad_batch_whole_naming_the_task(
+    client: httpx.Client, body: dict[str, Any], status: int, mentions: str
+) -> None:
+    response = client.post("/api/v1/tasks/batch", json=body)
+    assert response.status_code == status
+    assert mentions in response.json()["detail"]
+    assert client.get("/api/v1/tasks").json()["items"] == []
+
+
 def test_get_returns_links_and_an_items_summary(client: httpx.Client, app_trail: Trail) -> None:
     task = create(client, run_immediately=False).json()
     assert client.get(f"/api/v1/tasks/{task['id']}").json()["items"] == {

@@ -117,6 +117,21 @@ class CreateTask(Strict):
     )
 
 
+#: The most tasks one ``POST /tasks/batch`` creates.
+MAX_BATCH = 500
+
+
+class CreateTasks(Strict):
+    """Tasks to create together: all of them, or none when one is refused."""
+
+    tasks: list[CreateTask] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description=f"The tasks, as POST /tasks takes each (1 to {MAX_BATCH}).",
+        examples=[[{"name": "roadmap.tutorial", "params": {"roadmap_id": "r1"}}]],
+    )
+
+
 class CancelTask(Strict):
     """Why a task is cancelled."""
 

@@ -12,6 +12,7 @@ from tasktrail.api.models import (
     CancelTask,
     CreatedTask,
     CreateTask,
+    CreateTasks,
     ErrorOut,
     Event,
     ItemSummary,
@@ -25,6 +26,7 @@ from tasktrail.errors import InvalidInput
 from tasktrail.ids import is_task_id
 from tasktrail.records import Link
 from tasktrail.states import Status
+from tasktrail.submission import Submission
 from tasktrail.trail import Trail
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -53,22 +55,31 @@ def router(trail: Trail, *, route_class: type[ApiRoute] = ApiRoute) -> APIRouter
     async def create_task(body: CreateTask, response: Response) -> CreatedTask:
         """Create a task (queued at once unless `run_immediately` is false). 201 with the
         new task; 200 with the existing one when its `dedupe_key` is taken."""
-        record = await trail.submit_async(
-            body.name,
-            body.params,
-            links=[Link(link.type, link.id, link.role) for link in body.links],
-            dedupe_key=body.dedupe_key,
-            run=body.run_immediately,
-            max_attempts=body.max_attempts,
-            queue=body.queue,
-            run_after=body.run_after,
-            description=body.description,
-            actor="api",
-        )
+        record = await trail.submit_async(**_arguments(body), actor="api")
         if record.deduplicated:
             response.status_code = 200
         created: CreatedTask = CreatedTask.of(record, deduplicated=record.deduplicated)
         return created
+
+    @api.post(
+        "/batch",
+        status_code=201,
+        response_model=list[CreatedTask],
+        responses={
+            200: {"model": list[CreatedTask], "description": "Every task's dedupe_key existed."},
+            404: {"model": ErrorOut, "description": "A task's name has no task function."},
+        },
+    )
+    async def create_tasks(body: CreateTasks, response: Response) -> list[CreatedTask]:
+        """Create many tasks in one transaction, all or none; the answer lists them in the
+        request's order. 201 when any was created; 200 when every one's `dedupe_key` was
+        taken (by an existing task, or by an earlier task of the batch)."""
+        records = await trail.submit_many_async(
+            [Submission(**_arguments(task)) for task in body.tasks], actor="api"
+        )
+        if all(record.deduplicated for record in records):
+            response.status_code = 200
+        return [CreatedTask.of(record, deduplicated=record.deduplicated) for record in records]
 
     @api.get("", response_model=TaskPage)
     async def list_tasks(
@@ -154,3 +165,18 @@ def router(trail: Trail, *, route_class: type[ApiRoute] = ApiRoute) -> APIRouter
         return [Event.of(e) for e in events]
 
     return api
+
+
+def _arguments(body: CreateTask) -> dict[str, Any]:
+    """``body`` as the arguments of ``submit`` (and of a ``Submission``)."""
+    return {
+        "name": body.name,
+        "params": body.params,
+        "links": [Link(link.type, link.id, link.role) for link in body.links],
+        "dedupe_key": body.dedupe_key,
+        "run": body.run_immediately,
+        "max_attempts": body.max_attempts,
+        "queue": body.queue,
+        "run_after": body.run_after,
+        "description": body.description,
+    }

@@ -17,6 +17,7 @@ nothing was written.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from functools import cache
@@ -157,6 +158,94 @@ def _insert_task(
                 sa.bindparam("arg_link_active", type_=sa.Boolean()),
             ).select_from(inserted.join(given, sa.true())),
         )
+        .cte("inserted_links")
+    )
+    return statement.add_cte(linked)
+
+
+def insert_tasks(
+    rows: Sequence[Mapping[str, Any]],
+    link_rows: Sequence[Mapping[str, Any]],
+    now: datetime,
+    *,
+    message: str,
+    data: dict[str, Any],
+    actor: str | None,
+) -> Bound:
+    """New tasks (``rows``, none with a ``dedupe_key``, all created at ``now``), their
+    links (``link_rows``, each naming its task) and their creation events, in one
+    statement whatever their number: each column travels as one array, so the statement
+    and its parameters are the same for every batch. Returns the tasks' rows, in no
+    particular order. Sends no ``NOTIFY``: the caller sends one per queue."""
+    params: dict[str, Any] = {
+        f"new_{column}": [json.dumps(row[column]) if column == "params" else row[column]
+                          for row in rows]
+        for column in _BATCH_COLUMNS
+    }  # fmt: skip
+    params |= {f"link_{column}": [link[column] for link in link_rows] for column in _LINK_COLUMNS}
+    params |= {"arg_now": now, "arg_actor": actor, "arg_message": message, "arg_data": data}
+    return Bound(_insert_tasks(), params)
+
+
+#: The columns of ``insert_tasks``' rows that differ from task to task, by their SQL types
+#: (``params`` as JSON text, cast to ``jsonb`` in the statement).
+_BATCH_COLUMNS: dict[str, sa.types.TypeEngine[Any]] = {
+    "id": sa.String(), "name": sa.String(), "params": sa.Text(), "status": sa.String(),
+    "max_attempts": sa.Integer(), "backoff": sa.Float(), "queue": sa.String(),
+    "priority": sa.Integer(), "description": sa.Text(), "run_after": sa.DateTime(timezone=True),
+}  # fmt: skip
+_LINK_COLUMNS: dict[str, sa.types.TypeEngine[Any]] = {
+    "task_id": sa.String(), "resource_type": sa.String(), "resource_id": sa.String(),
+    "role": sa.String(), "active": sa.Boolean(),
+}  # fmt: skip
+#: What ``_insert_tasks`` writes of a task: the given columns and the same start for all.
+_INSERTED = ("id", "name", "params", "status", "progress", "attempts", "max_attempts",
+             "backoff", "queue", "priority", "description", "run_after", "created_at",
+             "updated_at", "queued_at", "version")  # fmt: skip
+
+
+def _unnested(prefix: str, columns: Mapping[str, sa.types.TypeEngine[Any]]) -> Any:
+    """A row per element of the array parameters ``<prefix>_<column>``."""
+    arrays = [sa.bindparam(f"{prefix}_{name}", type_=postgresql.ARRAY(column_type))
+              for name, column_type in columns.items()]  # fmt: skip
+    return sa.func.unnest(*arrays).table_valued(*columns, name=f"given_{prefix}").render_derived()
+
+
+@cache
+def _insert_tasks() -> sa.Select[Any]:
+    given = _unnested("new", _BATCH_COLUMNS)
+    task = sa.select(
+        given.c.id,
+        given.c.name,
+        sa.cast(given.c.params, postgresql.JSONB),
+        given.c.status,
+        constant(0),
+        constant(0),
+        given.c.max_attempts,
+        given.c.backoff,
+        given.c.queue,
+        given.c.priority,
+        given.c.description,
+        given.c.run_after,
+        NOW,
+        NOW,
+        sa.case((given.c.status == constant(Status.QUEUED.value), NOW)),
+        constant(1),
+    )
+    inserted = (
+        sa.insert(tasks).from_select(_INSERTED, task).returning(*tasks.c).cte("inserted_tasks")
+    )
+    statement = _with_transition_event(
+        inserted,
+        from_status=None,
+        message=sa.bindparam("arg_message", type_=sa.Text()),
+        data=sa.bindparam("arg_data", type_=JSONType),
+        notify=_no_notices,
+    )
+    link = _unnested("link", _LINK_COLUMNS)
+    linked = (
+        sa.insert(links)
+        .from_select([*_LINK_COLUMNS, "created_at"], sa.select(link, NOW))
         .cte("inserted_links")
     )
     return statement.add_cte(linked)

@@ -142,6 +142,14 @@ def _insert_new_task() -> Insert:
 
 
 @cache
+def insert_new_tasks() -> Insert:
+    """New tasks, executed with one row of parameters per task (as ``insert_new_task``'s),
+    returning the rows as stored in the order of the parameters. SQLAlchemy sends them in
+    multi-row ``INSERT``s ("insertmanyvalues")."""
+    return sa.insert(tasks).returning(*tasks.c, sort_by_parameter_order=True)
+
+
+@cache
 def insert_new_links() -> Insert:
     """INSERT of the links of a task just inserted, executed with one row of parameters per
     link, by column name (no link of the task exists yet, and a submission's links name

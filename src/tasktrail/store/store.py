@@ -100,6 +100,14 @@ def _notify_for(status: Status | None, *, events: bool = False) -> pg.Notify:
     return lambda task_id, queue: _notices(status, task_id, queue, events=events)
 
 
+def _stored_links(new: NewTask, now: datetime) -> list[dict[str, Any]]:
+    """The link rows of ``new``, submitted at ``now``: the first link to each resource, in
+    ``links_of``'s order (what is stored, and returned)."""
+    given = _link_rows(new.id, new.links, now, active=new.status.is_active)
+    first = {(r["resource_type"], r["resource_id"]): r for r in reversed(given)}
+    return [first[resource] for resource in sorted(first)]
+
+
 def _link_rows(
     task_id: str, new_links: Sequence[Link], now: datetime, *, active: bool
 ) -> list[dict[str, Any]]:
@@ -114,6 +122,29 @@ def _link_rows(
         }
         for link in new_links
     ]
+
+
+def _task_row(new: NewTask, now: datetime) -> dict[str, Any]:
+    """The ``tasks`` row of ``new``, submitted at ``now``."""
+    return {
+        "id": new.id,
+        "name": new.name,
+        "params": new.params,
+        "status": new.status.value,
+        "progress": 0,
+        "attempts": 0,
+        "max_attempts": new.max_attempts,
+        "backoff": new.backoff,
+        "queue": new.queue,
+        "priority": new.priority,
+        "dedupe_key": new.dedupe_key,
+        "description": new.description,
+        "run_after": new.run_after,
+        "created_at": now,
+        "updated_at": now,
+        "queued_at": now if new.status is Status.QUEUED else None,
+        "version": 1,
+    }
 
 
 @dataclass(frozen=True)
@@ -269,91 +300,163 @@ class Store(AggregateQueries):
         When ``new.dedupe_key`` is taken, nothing is written and the existing task comes
         back with ``deduplicated=True``.
         """
-        now = self.clock()
-        row = {
-            "id": new.id,
-            "name": new.name,
-            "params": new.params,
-            "status": new.status.value,
-            "progress": 0,
-            "attempts": 0,
-            "max_attempts": new.max_attempts,
-            "backoff": new.backoff,
-            "queue": new.queue,
-            "priority": new.priority,
-            "dedupe_key": new.dedupe_key,
-            "description": new.description,
-            "run_after": new.run_after,
-            "created_at": now,
-            "updated_at": now,
-            "queued_at": now if new.status is Status.QUEUED else None,
-            "version": 1,
-        }
-        if self.dialect == "postgresql":
-            return self._insert_task_at_once(new, row, actor=actor, conn=conn)
+        if self.dialect == "postgresql":  # one statement, its own transaction
+            with self._one_statement(conn) as c:
+                return self._insert(c, new, actor=actor, now=self.clock())
         with self.writing(conn) as c:
-            inserted: sa.Row[Any] | None
-            if new.dedupe_key is None:
-                found = q.insert_new_task(row)
-                inserted = c.execute(found.statement, found.params).one()
-            else:
-                statement = q.insert_ignoring_conflicts(tasks, self.dialect, row, ["dedupe_key"])
-                if (inserted := c.execute(statement.returning(*tasks.c)).first()) is None:
-                    existing = c.execute(
-                        sa.select(tasks).where(tasks.c.dedupe_key == new.dedupe_key)
-                    ).one()
-                    record = self._with_links(c, [TaskRecord.from_row(existing._mapping)])[0]
-                    return record.evolve(deduplicated=True)
-            if new.links:
-                link_rows = _link_rows(new.id, new.links, now, active=new.status.is_active)
-                c.execute(q.insert_new_links(), link_rows)
-            self._event(
-                c,
-                task_id=new.id,
-                type="transition",
-                to_status=new.status,
-                progress=0,
-                message="submitted",
-                data={"transition": "submit"},
-                actor=actor,
-                now=now,
-                queue=new.queue,
-            )
-            # The inserted row as stored (RETURNING), so no second read; links only if any.
-            record = TaskRecord.from_row(inserted._mapping)
-            return self._with_links(c, [record])[0] if new.links else record
+            return self._insert(c, new, actor=actor, now=self.clock())
 
-    def _insert_task_at_once(
+    def insert_tasks(
+        self, news: Sequence[NewTask], *, actor: str | None = None, conn: Connection | None = None
+    ) -> list[TaskRecord]:
+        """``insert_task`` of each of ``news``, in one transaction, created at one moment;
+        the records in the order of ``news``. A ``dedupe_key`` taken by an earlier task of
+        ``news`` deduplicates as one taken before."""
+        now = self.clock()
+        # Keyed tasks go in one by one, in key order (the first of equal keys first): two
+        # batches that share keys then wait for each other in one order, never in a cycle.
+        keyed = sorted(
+            (i for i, new in enumerate(news) if new.dedupe_key is not None),
+            key=lambda i: news[i].dedupe_key or "",
+        )
+        unkeyed = [i for i, new in enumerate(news) if new.dedupe_key is None]
+        records: dict[int, TaskRecord] = {}
+        with self.writing(conn) as c:
+            for i in keyed:
+                records[i] = self._insert(c, news[i], actor=actor, now=now)
+            if unkeyed:
+                inserted = self._insert_all(c, [news[i] for i in unkeyed], actor=actor, now=now)
+                records.update(zip(unkeyed, inserted, strict=True))
+        return [records[i] for i in range(len(news))]
+
+    def _insert_all(
+        self, c: Connection, news: Sequence[NewTask], *, actor: str | None, now: datetime
+    ) -> list[TaskRecord]:
+        """``news``, none with a ``dedupe_key``, with their links and creation events: on
+        PostgreSQL in one statement, on SQLite in a statement per table, each run once
+        with every row (SQLAlchemy sends the tasks in multi-row ``INSERT``s)."""
+        c.info[_WROTE_EVENTS] = True
+        links_of = [_stored_links(new, now) for new in news]
+        if self.dialect == "postgresql":
+            inserted = self._insert_all_at_once(c, news, links_of, actor=actor, now=now)
+        else:
+            inserted = self._insert_all_by_table(c, news, links_of, actor=actor, now=now)
+        return [
+            task.evolve(links=tuple(LinkRecord.from_row(row) for row in link_rows))
+            if link_rows
+            else task
+            for task, link_rows in zip(inserted, links_of, strict=True)
+        ]
+
+    def _insert_all_by_table(
         self,
-        new: NewTask,
-        row: dict[str, Any],
+        c: Connection,
+        news: Sequence[NewTask],
+        links_of: list[list[dict[str, Any]]],
         *,
         actor: str | None,
-        conn: Connection | None,
+        now: datetime,
+    ) -> list[TaskRecord]:
+        inserted = c.execute(q.insert_new_tasks(), [_task_row(new, now) for new in news])
+        records = [TaskRecord.from_row(row._mapping) for row in inserted]
+        if link_rows := [link for task_links in links_of for link in task_links]:
+            c.execute(q.insert_new_links(), link_rows)
+        created = [
+            q.insert_event(task_id=new.id, type="transition", to_status=new.status, progress=0,
+                           message="submitted", data={"transition": "submit"}, actor=actor,
+                           now=now)
+            for new in news
+        ]  # fmt: skip
+        c.execute(created[0].statement, [event.params for event in created])
+        if c.info.get(_OWN) and any(new.status in _WAKING for new in news):
+            c.info[_WAKES_WORKERS] = True
+        return records
+
+    def _insert_all_at_once(
+        self,
+        c: Connection,
+        news: Sequence[NewTask],
+        links_of: list[list[dict[str, Any]]],
+        *,
+        actor: str | None,
+        now: datetime,
+    ) -> list[TaskRecord]:
+        bound = pg.insert_tasks(
+            [_task_row(new, now) for new in news],
+            [link for task_links in links_of for link in task_links],
+            now,
+            message="submitted",
+            data={"transition": "submit"},
+            actor=actor,
+        )
+        inserted = c.execute(bound.statement, bound.params)
+        by_id = {row.id: TaskRecord.from_row(row._mapping) for row in inserted}
+        # The NOTIFYs each task's own INSERT would send, once per status and queue.
+        events = not c.info.get(_OWN)
+        for (status, queue), task_id in {(new.status, new.queue): new.id for new in news}.items():
+            if notices := _notices(status, sa.literal(task_id), sa.literal(queue), events=events):
+                c.execute(sa.select(*notices))
+        return [by_id[new.id] for new in news]
+
+    def _insert(
+        self, c: Connection, new: NewTask, *, actor: str | None, now: datetime
     ) -> TaskRecord:
-        now = row["created_at"]
-        given = _link_rows(new.id, new.links, now, active=new.status.is_active)
-        # The first link to each resource, in links_of's order: what is stored, and returned.
-        first = {(r["resource_type"], r["resource_id"]): r for r in reversed(given)}
-        link_rows = [first[resource] for resource in sorted(first)]
+        row = _task_row(new, now)
+        if self.dialect == "postgresql":
+            return self._insert_at_once(c, new, row, actor=actor)
+        inserted: sa.Row[Any] | None
+        if new.dedupe_key is None:
+            found = q.insert_new_task(row)
+            inserted = c.execute(found.statement, found.params).one()
+        else:
+            statement = q.insert_ignoring_conflicts(tasks, self.dialect, row, ["dedupe_key"])
+            if (inserted := c.execute(statement.returning(*tasks.c)).first()) is None:
+                return self._deduplicated(c, new.dedupe_key)
+        if new.links:
+            link_rows = _link_rows(new.id, new.links, now, active=new.status.is_active)
+            c.execute(q.insert_new_links(), link_rows)
+        self._event(
+            c,
+            task_id=new.id,
+            type="transition",
+            to_status=new.status,
+            progress=0,
+            message="submitted",
+            data={"transition": "submit"},
+            actor=actor,
+            now=now,
+            queue=new.queue,
+        )
+        # The inserted row as stored (RETURNING), so no second read; links only if any.
+        record = TaskRecord.from_row(inserted._mapping)
+        return self._with_links(c, [record])[0] if new.links else record
+
+    def _insert_at_once(
+        self, c: Connection, new: NewTask, row: dict[str, Any], *, actor: str | None
+    ) -> TaskRecord:
+        link_rows = _stored_links(new, row["created_at"])
         bound = pg.insert_task(
             row,
             link_rows,
             message="submitted",
             data={"transition": "submit"},
             actor=actor,
-            notify=_notify_for(new.status, events=conn is not None),
+            notify=_notify_for(new.status, events=not c.info.get(_OWN)),
             dedupe=new.dedupe_key is not None,
         )
-        with self._one_statement(conn) as c:
-            inserted = c.execute(bound.statement, bound.params).one_or_none()
-            if inserted is not None:
-                c.info[_WROTE_EVENTS] = True
-                record = TaskRecord.from_row(inserted._mapping)
-                return record.evolve(links=tuple(LinkRecord.from_row(r) for r in link_rows))
-            existing = c.execute(sa.select(tasks).where(tasks.c.dedupe_key == new.dedupe_key)).one()
-            record = self._with_links(c, [TaskRecord.from_row(existing._mapping)])[0]
-            return record.evolve(deduplicated=True)
+        inserted = c.execute(bound.statement, bound.params).one_or_none()
+        if inserted is None:
+            assert new.dedupe_key is not None
+            return self._deduplicated(c, new.dedupe_key)
+        c.info[_WROTE_EVENTS] = True
+        record = TaskRecord.from_row(inserted._mapping)
+        return record.evolve(links=tuple(LinkRecord.from_row(r) for r in link_rows))
+
+    def _deduplicated(self, c: Connection, dedupe_key: str) -> TaskRecord:
+        """The task that holds ``dedupe_key``, marked as the answer to a duplicate."""
+        existing = c.execute(sa.select(tasks).where(tasks.c.dedupe_key == dedupe_key)).one()
+        record = self._with_links(c, [TaskRecord.from_row(existing._mapping)])[0]
+        return record.evolve(deduplicated=True)
 
     def add_links(
         self, task_id: str, new_links: Sequence[Link], *, conn: Connection | None = None
