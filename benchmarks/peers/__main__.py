@@ -127,6 +127,7 @@ def lifecycle_section() -> str:
         [
             system,
             f"{median(rounds, system, lambda f: f.submit_per_s):,.0f}",
+            f"{median(rounds, system, lambda f: f.bulk_submit_per_s):,.0f}",
             f"{median(rounds, system, lambda f: f.tasks_per_s):,.0f}",
             f"{median(rounds, system, lambda f: f.p50_ms):,.1f}",
             f"{median(rounds, system, lambda f: f.p95_ms):,.1f}",
@@ -136,11 +137,13 @@ def lifecycle_section() -> str:
         ]
         for system in systems
     ]
-    headers = ["system", "submit/s", "tasks/s", "p50 ms", "p95 ms", "commits/task",
+    headers = ["system", "submit/s", "bulk submit/s", "tasks/s", "p50 ms", "p95 ms", "commits/task",
                "baseline UPDATEs/s", "tasks/s ÷ (baseline ÷ commits/task)"]  # fmt: skip
     ratios = [
         ["tasktrail PG tasks/s ÷ Procrastinate tasks/s", ratio(rounds, lambda f: f.tasks_per_s)],
         ["tasktrail PG submit/s ÷ Procrastinate submit/s", ratio(rounds, lambda f: f.submit_per_s)],
+        ["tasktrail PG bulk submit/s ÷ Procrastinate bulk submit/s",
+         ratio(rounds, lambda f: f.bulk_submit_per_s)],
         ["tasktrail PG commits/task ÷ Procrastinate commits/task",
          ratio(rounds, lambda f: f.commits_per_task)],
         ["tasktrail PG p50 latency ÷ Procrastinate p50 latency", ratio(rounds, lambda f: f.p50_ms)],
@@ -149,7 +152,8 @@ def lifecycle_section() -> str:
         "## Tracked lifecycle",
         "",
         f"{TASKS} no-op tasks, each storing 3 progress steps durably, then completing. "
-        f"Submitted one at a time from one process; drained by {lifecycle.WORKERS} worker "
+        "Submitted one at a time from one process (bulk: as many again in batches of "
+        f"{lifecycle.BATCH}, one call each); drained by {lifecycle.WORKERS} worker "
         f"processes with concurrency {lifecycle.CONCURRENCY} each. Latency: submit → "
         f"terminal of {SAMPLES} tasks to idle workers. Medians of {REPEATS} rounds; each "
         "round measures the baseline on the same database just before.",
@@ -160,9 +164,10 @@ def lifecycle_section() -> str:
         *celery_text(rounds, celery_rows(), redis_rounds),
     ]
     for key, unit in (("tasks/s", "tasks per second"), ("submit/s", "submits per second"),
+                      ("bulk submit/s", "submits per second"),
                       ("commits/task", "commits per task")):  # fmt: skip
         column = headers.index(key)
-        slug = key.replace("/", "_per_")
+        slug = key.replace("/", "_per_").replace(" ", "_")
         values = [float(row[column].replace(",", "")) for row in rows]
         title = f"Tracked lifecycle: {key}"
         report.chart(report.RESULTS / f"lifecycle_{slug}.png", title, systems, values, unit)

@@ -4,7 +4,9 @@ durably, then complete, on tasktrail (SQLite and PostgreSQL) and Procrastinate
 
 Every system runs the same way: tasks are submitted one at a time from this process, then
 two worker processes (each with concurrency ``CONCURRENCY``) drain them. Throughput counts
-from the first completed task to the last, so process start-up is left out.
+from the first completed task to the last, so process start-up is left out. Then as many
+tasks again are submitted in batches of ``BATCH``, each batch in one call (tasktrail's
+``submit_many``, Procrastinate's ``batch_defer``), and left queued.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ import sqlalchemy as sa
 
 from benchmarks.databases import POSTGRES_URL, committed_updates_per_second
 from benchmarks.peers.engines import SQLiteCommits, bench_trail
-from tasktrail import TaskRecord, Trail
+from tasktrail import Submission, TaskRecord, Trail
 
 WORKERS = 2
+BATCH = 100
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "2"))
 POLL = 0.1
 LATENCY_POLL = 0.002
@@ -43,6 +46,7 @@ class Figures:
     system: str
     database: str
     submit_per_s: float
+    bulk_submit_per_s: float
     tasks_per_s: float
     p50_ms: float
     p95_ms: float
@@ -195,11 +199,22 @@ def tasktrail_run(url: str, *, tasks: int, samples: int) -> Figures:
                 commits = xact_commits(url) - before - polls[0]
             else:
                 commits = submit_commits + sum(int(n) for n in Path(log).read_text().split())
+            batch = [Submission("bench.tracked")] * BATCH
+            bulk_rate = bulk_submit_rate(tasks, lambda: trail.submit_many(batch))
         finally:
             trail.close()
     p50, p95 = quantiles(millis)
-    return Figures(f"tasktrail ({dialect})", dialect, submit_rate, rate, p50, p95,
+    return Figures(f"tasktrail ({dialect})", dialect, submit_rate, bulk_rate, rate, p50, p95,
                    commits / tasks, baseline)  # fmt: skip
+
+
+def bulk_submit_rate(tasks: int, submit_batch: Callable[[], object]) -> float:
+    """Tasks per second submitted by ``tasks // BATCH`` calls of ``submit_batch``, which
+    submits ``BATCH`` tasks at once."""
+    start = time.perf_counter()
+    for _ in range(tasks // BATCH):
+        submit_batch()
+    return tasks // BATCH * BATCH / (time.perf_counter() - start)
 
 
 def _counter(url: str, sql: str) -> Callable[[list[int]], int]:
@@ -266,8 +281,10 @@ def _procrastinate_run(app: Any, url: str, *, tasks: int, samples: int, baseline
     with processes(command, env):
         rate = drain_rate(lambda: count_done(polls), tasks)
     commits = xact_commits(url) - before - polls[0]
+    with app.open():
+        bulk_rate = bulk_submit_rate(tasks, lambda: task.batch_defer(*[{}] * BATCH))
     p50, p95 = quantiles(millis)
-    return Figures("Procrastinate", "postgresql", submit_rate, rate, p50, p95,
+    return Figures("Procrastinate", "postgresql", submit_rate, bulk_rate, rate, p50, p95,
                    commits / tasks, baseline)  # fmt: skip
 
 
