@@ -138,6 +138,8 @@ def test_one_bad_submission_refuses_the_batch_naming_it(
         trail.submit_many([batch[0], Submission("nope")])
     with pytest.raises(InvalidInput, match=r"submission 0: .*missing a required argument"):
         trail.submit_many([Submission("chapter.write")])
+    with pytest.raises(InvalidInput, match=r"^submission 1: name must be a string, got \['x'\]"):
+        trail.submit_many([batch[0], Submission(["x"])])  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match=r"submission 1 must be a tasktrail.Submission"):
         trail.submit_many([batch[0], {"name": "chapter.write"}])  # type: ignore[list-item]
     _nothing_written(trail)

@@ -252,6 +252,8 @@ class Trail:
                 f"got {type(submission).__name__}"
             )
         try:
+            if not isinstance(submission.name, str):
+                raise InvalidInput(f"name must be a string, got {submission.name!r}")
             return new_task(
                 self.registry.get(submission.name),
                 submission.params,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tasktrail import Status, Trail, Worker
+from tasktrail import Status, Submission, Trail, Worker
 from tasktrail.contrib.celery import RUN_TASK_NAME
 from tests.contrib.conftest import CeleryWorker, StartWorker
 from tests.support.celery_app import make_trail, register, side_effects
@@ -132,3 +132,20 @@ def test_retrying_a_failed_task_runs_it_again_until_it_succeeds(setup: Setup) ->
     assert (done.attempts, done.result, done.error) == (3, 3, None)
     running = [m for m in _moves(trail, task.id) if m[1] is Status.RUNNING]
     assert len(running) == 3
+
+
+@pytest.mark.slow
+def test_a_batch_runs_every_task_once(setup: Setup) -> None:
+    trail = setup.trail
+    setup.start_workers()
+    batch = [Submission("celery.record", {"n": n}, queue=setup.queue) for n in range(20)]
+    held = Submission("celery.record", {"n": 99}, queue=setup.queue, run=False)
+    tasks = trail.submit_many([*batch, held])
+
+    for task in tasks[:-1]:
+        eventually(_is(trail, task.id, Status.COMPLETED), timeout=30)
+    assert [trail.get(t.id).result for t in tasks[:-1]] == list(range(20))
+    with trail.engine.connect() as conn:
+        ran = list(conn.execute(sa.select(side_effects.c.task_id)).scalars())
+    assert sorted(ran) == sorted(t.id for t in tasks[:-1])  # each once, the held one never
+    assert trail.get(tasks[-1].id).status is Status.CREATED

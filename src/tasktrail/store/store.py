@@ -335,12 +335,12 @@ class Store(AggregateQueries):
         """``news``, none with a ``dedupe_key``, with their links and creation events: on
         PostgreSQL in one statement, on SQLite in a statement per table, each run once
         with every row (SQLAlchemy sends the tasks in multi-row ``INSERT``s)."""
-        c.info[_WROTE_EVENTS] = True
         links_of = [_stored_links(new, now) for new in news]
         if self.dialect == "postgresql":
             inserted = self._insert_all_at_once(c, news, links_of, actor=actor, now=now)
         else:
             inserted = self._insert_all_by_table(c, news, links_of, actor=actor, now=now)
+        c.info[_WROTE_EVENTS] = True
         return [
             task.evolve(links=tuple(LinkRecord.from_row(row) for row in link_rows))
             if link_rows
