@@ -407,5 +407,7 @@ def test_event_listeners_hear_each_write(trail: Trail) -> None:
     trail.store.claim(worker="w1")
     trail.store.record_progress(task.id, 1, 50.0, "half", actor="w1")
     trail.store.complete_run(task.id, 1, None, actor="w1")
-
     assert len(heard) == 4
+
+    trail.submit_many([Submission("runs.noop"), Submission("runs.noop", dedupe_key="k")])
+    assert len(heard) == 5  # a batch is one commit
