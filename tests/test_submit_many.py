@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 from tasktrail import (
-    Executor,
     InvalidInput,
     Link,
     Status,
@@ -26,14 +25,7 @@ from tasktrail import (
     Worker,
 )
 from tests.support.polling import eventually
-
-
-class RecordingExecutor(Executor):
-    def __init__(self) -> None:
-        self.dispatched: list[str] = []
-
-    def dispatch(self, tasks: Sequence[TaskRecord]) -> None:
-        self.dispatched += [t.id for t in tasks]
+from tests.support.transactions import RecordingExecutor, async_url
 
 
 @pytest.fixture
@@ -218,17 +210,11 @@ def test_in_the_callers_transaction_the_batch_commits_or_rolls_back_with_it(
     assert [trail.get(r.id).params for r in records] == [{"chapter": 3}, {"chapter": 4}]
 
 
-def _async_url(database_url: str) -> str:
-    if database_url.startswith("sqlite"):
-        return database_url.replace("sqlite://", "sqlite+aiosqlite://", 1)
-    return database_url.replace("postgresql+psycopg://", "postgresql+psycopg_async://", 1)
-
-
 def test_the_async_twin_with_and_without_an_async_session(
     app: tuple[Trail, RecordingExecutor], database_url: str
 ) -> None:
     trail, executor = app
-    engine = create_async_engine(_async_url(database_url))
+    engine = create_async_engine(async_url(database_url))
 
     async def scenario() -> list[TaskRecord]:
         own = await trail.submit_many_async(_chapters(1))

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from tasktrail import Executor, Link, TaskContext, TaskRecord, Trail, enqueue
 from tasktrail.schema import tasks
 from tasktrail.store import create_engine
+from tests.support.transactions import RecordingExecutor, async_url
 
 domain = sa.MetaData()
 roadmaps = sa.Table("roadmaps", domain, sa.Column("id", sa.String(20), primary_key=True))
@@ -29,14 +30,6 @@ chapters = sa.Table(
         nullable=False,
     ),
 )
-
-
-class RecordingExecutor(Executor):
-    def __init__(self) -> None:
-        self.dispatched: list[str] = []
-
-    def dispatch(self, tasks: Sequence[TaskRecord]) -> None:
-        self.dispatched += [t.id for t in tasks]
 
 
 @pytest.fixture
@@ -117,17 +110,11 @@ def test_a_connection_transaction_commits_or_rolls_back_with_the_task(
     assert executor.dispatched == [task.id]
 
 
-def _async_url(database_url: str) -> str:
-    if database_url.startswith("sqlite"):
-        return database_url.replace("sqlite://", "sqlite+aiosqlite://", 1)
-    return database_url.replace("postgresql+psycopg://", "postgresql+psycopg_async://", 1)
-
-
 def test_an_async_session_commits_or_rolls_back_with_the_task(
     app: tuple[Trail, RecordingExecutor], database_url: str
 ) -> None:
     trail, executor = app
-    engine = create_async_engine(_async_url(database_url))
+    engine = create_async_engine(async_url(database_url))
 
     async def scenario() -> str:
         async with AsyncSession(engine) as session:
@@ -305,7 +292,7 @@ def test_an_async_connection_dispatches_every_committed_transaction(
     app: tuple[Trail, RecordingExecutor], database_url: str
 ) -> None:
     trail, executor = app
-    engine = create_async_engine(_async_url(database_url), pool_size=1, max_overflow=0)
+    engine = create_async_engine(async_url(database_url), pool_size=1, max_overflow=0)
 
     async def scenario() -> list[str]:
         submitted = []

@@ -80,6 +80,17 @@ def _with_transition_event(
     return sa.select(changed, *notify(changed.c.id, changed.c.queue)).add_cte(inserted)
 
 
+def _with_creation_event(inserted: sa.CTE, notify: Notify) -> sa.Select[Any]:
+    """The new tasks' rows, with their first event (``arg_message``, ``arg_data``)."""
+    return _with_transition_event(
+        inserted,
+        from_status=None,
+        message=sa.bindparam("arg_message", type_=sa.Text()),
+        data=sa.bindparam("arg_data", type_=JSONType),
+        notify=notify,
+    )
+
+
 # -- submit -------------------------------------------------------------------------------
 
 
@@ -126,13 +137,7 @@ def _insert_task(
     else:
         new_task = sa.insert(tasks).values(values)
     inserted = new_task.returning(*tasks.c).cte("inserted_task")
-    statement = _with_transition_event(
-        inserted,
-        from_status=None,
-        message=sa.bindparam("arg_message", type_=sa.Text()),
-        data=sa.bindparam("arg_data", type_=JSONType),
-        notify=notify,
-    )
+    statement = _with_creation_event(inserted, notify)
     if not with_links:
         return statement
     text_array = postgresql.ARRAY(sa.String())
@@ -235,13 +240,7 @@ def _insert_tasks() -> sa.Select[Any]:
     inserted = (
         sa.insert(tasks).from_select(_INSERTED, task).returning(*tasks.c).cte("inserted_tasks")
     )
-    statement = _with_transition_event(
-        inserted,
-        from_status=None,
-        message=sa.bindparam("arg_message", type_=sa.Text()),
-        data=sa.bindparam("arg_data", type_=JSONType),
-        notify=_no_notices,
-    )
+    statement = _with_creation_event(inserted, _no_notices)
     link = _unnested("link", _LINK_COLUMNS)
     linked = (
         sa.insert(links)
