@@ -39,6 +39,13 @@ def test_an_unknown_name_lists_the_registered_ones(tutorial: Trail) -> None:
     _nothing_written(tutorial)
 
 
+@pytest.mark.parametrize("name", [["roadmap.tutorial"], None, 3])
+def test_a_name_that_is_not_a_string_is_refused(tutorial: Trail, name: Any) -> None:
+    with pytest.raises(InvalidInput, match="name must be a string"):
+        tutorial.submit(name, {"roadmap_id": "r1"})
+    _nothing_written(tutorial)
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [

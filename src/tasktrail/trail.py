@@ -185,20 +185,12 @@ class Trail:
         Bad input raises ``InvalidInput`` (``UnknownTask`` for a name never registered)
         before anything is written.
         """
-        new = new_task(
-            self.registry.get(name),
-            params,
-            links=links,
-            dedupe_key=dedupe_key,
-            run=run,
-            max_attempts=max_attempts,
-            backoff=backoff,
-            queue=queue,
-            priority=priority,
-            run_after=run_after,
-            description=description,
-            now=self.store.clock(),
-        )
+        submission = Submission(
+            name, params, links=links, dedupe_key=dedupe_key, run=run,
+            max_attempts=max_attempts, backoff=backoff, queue=queue, priority=priority,
+            run_after=run_after, description=description,
+        )  # fmt: skip
+        new = self._new_task(submission, self.store.clock())
         if using is None:
             record = self.store.insert_task(new, actor=actor)
             self._dispatch([record])
@@ -252,26 +244,30 @@ class Trail:
                 f"got {type(submission).__name__}"
             )
         try:
-            if not isinstance(submission.name, str):
-                raise InvalidInput(f"name must be a string, got {submission.name!r}")
-            return new_task(
-                self.registry.get(submission.name),
-                submission.params,
-                links=submission.links,
-                dedupe_key=submission.dedupe_key,
-                run=submission.run,
-                max_attempts=submission.max_attempts,
-                backoff=submission.backoff,
-                queue=submission.queue,
-                priority=submission.priority,
-                run_after=submission.run_after,
-                description=submission.description,
-                now=now,
-            )
+            return self._new_task(submission, now)
         except InvalidInput as error:
             # The same exception, UnknownTask stays UnknownTask, its message naming where.
             error.args = (f"submission {index}: {error}",)
             raise
+
+    def _new_task(self, submission: Submission, now: datetime) -> NewTask:
+        """``submission`` checked against its task's registration, or ``InvalidInput``."""
+        if not isinstance(submission.name, str):
+            raise InvalidInput(f"name must be a string, got {submission.name!r}")
+        return new_task(
+            self.registry.get(submission.name),
+            submission.params,
+            links=submission.links,
+            dedupe_key=submission.dedupe_key,
+            run=submission.run,
+            max_attempts=submission.max_attempts,
+            backoff=submission.backoff,
+            queue=submission.queue,
+            priority=submission.priority,
+            run_after=submission.run_after,
+            description=submission.description,
+            now=now,
+        )
 
     def run(self, task_id: str, *, actor: str | None = None) -> TaskRecord:
         """Queue a task submitted with ``run=False`` (``created → queued``, or ``scheduled``
