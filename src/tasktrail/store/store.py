@@ -65,6 +65,9 @@ _OWN = "tasktrail_own_connection"
 #: the watchers in other processes are rung once it commits (see ``bell``).
 _WAKES_WORKERS = "tasktrail_wakes_workers"
 _WAKING = frozenset({Status.QUEUED, Status.SCHEDULED})
+#: The message and data of a new task's creation event.
+_SUBMITTED = "submitted"
+_SUBMIT_DATA = {"transition": "submit"}
 
 
 def utcnow() -> datetime:
@@ -335,68 +338,48 @@ class Store(AggregateQueries):
         """``news``, none with a ``dedupe_key``, with their links and creation events: on
         PostgreSQL in one statement, on SQLite in a statement per table, each run once
         with every row (SQLAlchemy sends the tasks in multi-row ``INSERT``s)."""
+        rows = [_task_row(new, now) for new in news]
         links_of = [_stored_links(new, now) for new in news]
+        link_rows = [link for task_links in links_of for link in task_links]
         if self.dialect == "postgresql":
-            inserted = self._insert_all_at_once(c, news, links_of, actor=actor, now=now)
+            bound = pg.insert_tasks(rows, link_rows, now, message=_SUBMITTED,
+                                    data=_SUBMIT_DATA, actor=actor)  # fmt: skip
+            found = c.execute(bound.statement, bound.params)
+            by_id = {row.id: TaskRecord.from_row(row._mapping) for row in found}
+            inserted = [by_id[new.id] for new in news]
         else:
-            inserted = self._insert_all_by_table(c, news, links_of, actor=actor, now=now)
+            found = c.execute(q.insert_new_tasks(), rows)
+            inserted = [TaskRecord.from_row(row._mapping) for row in found]
+            if link_rows:
+                c.execute(q.insert_new_links(), link_rows)
+            created = [
+                q.insert_event(task_id=new.id, type="transition", to_status=new.status,
+                               progress=0, message=_SUBMITTED, data=_SUBMIT_DATA, actor=actor,
+                               now=now)
+                for new in news
+            ]  # fmt: skip
+            c.execute(created[0].statement, [event.params for event in created])
+        self._wake_for_new(c, news)
         c.info[_WROTE_EVENTS] = True
         return [
-            task.evolve(links=tuple(LinkRecord.from_row(row) for row in link_rows))
-            if link_rows
+            task.evolve(links=tuple(LinkRecord.from_row(row) for row in task_links))
+            if task_links
             else task
-            for task, link_rows in zip(inserted, links_of, strict=True)
+            for task, task_links in zip(inserted, links_of, strict=True)
         ]
 
-    def _insert_all_by_table(
-        self,
-        c: Connection,
-        news: Sequence[NewTask],
-        links_of: list[list[dict[str, Any]]],
-        *,
-        actor: str | None,
-        now: datetime,
-    ) -> list[TaskRecord]:
-        inserted = c.execute(q.insert_new_tasks(), [_task_row(new, now) for new in news])
-        records = [TaskRecord.from_row(row._mapping) for row in inserted]
-        if link_rows := [link for task_links in links_of for link in task_links]:
-            c.execute(q.insert_new_links(), link_rows)
-        created = [
-            q.insert_event(task_id=new.id, type="transition", to_status=new.status, progress=0,
-                           message="submitted", data={"transition": "submit"}, actor=actor,
-                           now=now)
-            for new in news
-        ]  # fmt: skip
-        c.execute(created[0].statement, [event.params for event in created])
-        if c.info.get(_OWN) and any(new.status in _WAKING for new in news):
-            c.info[_WAKES_WORKERS] = True
-        return records
-
-    def _insert_all_at_once(
-        self,
-        c: Connection,
-        news: Sequence[NewTask],
-        links_of: list[list[dict[str, Any]]],
-        *,
-        actor: str | None,
-        now: datetime,
-    ) -> list[TaskRecord]:
-        bound = pg.insert_tasks(
-            [_task_row(new, now) for new in news],
-            [link for task_links in links_of for link in task_links],
-            now,
-            message="submitted",
-            data={"transition": "submit"},
-            actor=actor,
-        )
-        inserted = c.execute(bound.statement, bound.params)
-        by_id = {row.id: TaskRecord.from_row(row._mapping) for row in inserted}
-        # The NOTIFYs each task's own INSERT would send, once per status and queue.
-        events = not c.info.get(_OWN)
+    def _wake_for_new(self, c: Connection, news: Sequence[NewTask]) -> None:
+        """What the creation events of ``news`` would each wake, once: on PostgreSQL their
+        ``NOTIFY``s, one per status and queue; on SQLite, in the store's own transaction,
+        the file's bell after the commit."""
+        own = bool(c.info.get(_OWN))
+        if self.dialect != "postgresql":
+            if own and any(new.status in _WAKING for new in news):
+                c.info[_WAKES_WORKERS] = True
+            return
         for (status, queue), task_id in {(new.status, new.queue): new.id for new in news}.items():
-            if notices := _notices(status, sa.literal(task_id), sa.literal(queue), events=events):
+            if notices := _notices(status, sa.literal(task_id), sa.literal(queue), events=not own):
                 c.execute(sa.select(*notices))
-        return [by_id[new.id] for new in news]
 
     def _insert(
         self, c: Connection, new: NewTask, *, actor: str | None, now: datetime
@@ -421,8 +404,8 @@ class Store(AggregateQueries):
             type="transition",
             to_status=new.status,
             progress=0,
-            message="submitted",
-            data={"transition": "submit"},
+            message=_SUBMITTED,
+            data=_SUBMIT_DATA,
             actor=actor,
             now=now,
             queue=new.queue,
@@ -438,8 +421,8 @@ class Store(AggregateQueries):
         bound = pg.insert_task(
             row,
             link_rows,
-            message="submitted",
-            data={"transition": "submit"},
+            message=_SUBMITTED,
+            data=_SUBMIT_DATA,
             actor=actor,
             notify=_notify_for(new.status, events=not c.info.get(_OWN)),
             dedupe=new.dedupe_key is not None,
