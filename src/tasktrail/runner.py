@@ -91,18 +91,19 @@ class Runner:
         Returns the task as recorded (None when superseded) and the task claimed (None
         without ``claim``, when nothing was queued, or when the run did not complete).
         """
-        context = self.context_for(task)
-        try:
-            definition = self.registry.get(task.name)
-            function = definition.function
-            if definition.is_async:
-                value = asyncio.run(function(context, **task.params))
-            else:
-                value = function(context, **task.params)
-            outcome = Outcome(value=value)
-        except Exception as exc:
-            outcome = Outcome(error=exc)
-        return self._finish(task, context, outcome, claim)
+        with self.store.keep_connection():
+            context = self.context_for(task)
+            try:
+                definition = self.registry.get(task.name)
+                function = definition.function
+                if definition.is_async:
+                    value = asyncio.run(function(context, **task.params))
+                else:
+                    value = function(context, **task.params)
+                outcome = Outcome(value=value)
+            except Exception as exc:
+                outcome = Outcome(error=exc)
+            return self._finish(task, context, outcome, claim)
 
     async def run_async(self, task: TaskRecord) -> TaskRecord | None:
         """Async version of ``run``: async functions run on the current event loop,

@@ -94,13 +94,28 @@ def ping_idle_connections(engine: Engine, after: float) -> None:
         idle_since = record.info.get(_IDLE_SINCE)
         if idle_since is None or time.monotonic() - idle_since < after:
             return  # new, or used a moment ago
-        dialect = engine.dialect
-        try:
-            dialect.do_ping(dbapi_connection)
-        except dialect.loaded_dbapi.Error as error:
-            if dialect.is_disconnect(error, dbapi_connection, None):
-                raise sa.exc.DisconnectionError(str(error)) from error
-            raise
+        _ping(engine.dialect, dbapi_connection)
+
+
+def is_alive(conn: sa.Connection) -> bool:
+    """Whether the server still answers on ``conn``; when it has closed it, False, and
+    ``conn`` is invalidated. Any other error of the check is raised."""
+    try:
+        _ping(conn.dialect, conn.connection.dbapi_connection)
+    except sa.exc.DisconnectionError:
+        conn.invalidate()
+        return False
+    return True
+
+
+def _ping(dialect: sa.Dialect, dbapi_connection: Any) -> None:
+    """``DisconnectionError`` when the server has closed ``dbapi_connection``."""
+    try:
+        dialect.do_ping(dbapi_connection)
+    except dialect.loaded_dbapi.Error as error:
+        if dialect.is_disconnect(error, dbapi_connection, None):
+            raise sa.exc.DisconnectionError(str(error)) from error
+        raise
 
 
 def detached_connection(engine: Engine) -> Any:

@@ -2,7 +2,8 @@
 
 Every status change is a compare-and-set plus its event row, in one transaction: on
 PostgreSQL the writes of a run (submit, claim, progress, its end) are one statement each
-(``run_statements``), the others read-lock-compare-and-set. Methods that write accept
+(``run_statements``), on one connection that the run keeps (``kept``), the others
+read-lock-compare-and-set. Methods that write accept
 ``conn``: the caller's open transaction to join (transactional enqueue). Without it, the
 store opens, commits and closes its own.
 """
@@ -54,6 +55,7 @@ from tasktrail.store.aggregates import AggregateQueries
 from tasktrail.store.channels import EVENTS_CHANNEL, QUEUED_CHANNEL, SCHEDULED_PAYLOAD
 from tasktrail.store.engine import begin_writing
 from tasktrail.store.hints import EventHints
+from tasktrail.store.kept import KeptConnections
 from tasktrail.store.listen import can_listen, connector
 from tasktrail.store.watch import bell_of
 
@@ -178,6 +180,7 @@ class Store(AggregateQueries):
         self._event_listeners: list[Callable[[], None]] = []
         self._hints = EventHints(connector(engine)) if can_listen(engine) else None
         self._bell = bell_of(engine)
+        self._kept = KeptConnections(engine) if self.dialect == "postgresql" else None
 
     def on_events(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener()`` (from the writing thread) after each transaction of this store
@@ -209,19 +212,42 @@ class Store(AggregateQueries):
             self._tell_event_listeners()
 
     @contextmanager
+    def keep_connection(self) -> Iterator[None]:
+        """Within the block, the calling thread's one-statement reads and writes share one
+        connection (PostgreSQL, when the pool can spare one): for a run of a task, which
+        makes several in a row. Nothing else changes; elsewhere the block does nothing."""
+        if self._kept is None:
+            yield
+            return
+        with self._kept.keeping():
+            yield
+
+    @contextmanager
     def _one_statement(self, conn: Connection | None = None) -> Iterator[Connection]:
         """A connection for a write that is one statement (PostgreSQL): ``conn`` itself,
-        or a new one in autocommit mode, where the statement is its own transaction and
-        costs one round trip (no ``BEGIN``, no ``COMMIT``)."""
+        or one of the store's in autocommit mode (the thread's kept one, else a new one),
+        where the statement is its own transaction and costs one round trip (no
+        ``BEGIN``, no ``COMMIT``)."""
         if conn is not None:
             yield conn
             return
-        with self.engine.connect() as own, self._owning(own):
-            own.execution_options(isolation_level="AUTOCOMMIT")
+        with self._autocommit() as own, self._owning(own):
             yield own
             wrote_events = own.info.pop(_WROTE_EVENTS, False)
         if wrote_events:
             self._tell_event_listeners()
+
+    @contextmanager
+    def _autocommit(self) -> Iterator[Connection]:
+        """The thread's kept connection (see ``keep_connection``), or a new one in
+        autocommit mode, closed at the end."""
+        kept = None if self._kept is None else self._kept.current()
+        if kept is not None:
+            yield kept
+            return
+        with self.engine.connect() as own:
+            own.execution_options(isolation_level="AUTOCOMMIT")
+            yield own
 
     @staticmethod
     @contextmanager
@@ -267,8 +293,7 @@ class Store(AggregateQueries):
             with self.reading() as conn:
                 yield conn
             return
-        with self.engine.connect() as own:
-            own.execution_options(isolation_level="AUTOCOMMIT")
+        with self._autocommit() as own:
             yield own
 
     def _event(self, conn: Connection, **values: Any) -> None:
