@@ -165,24 +165,39 @@ class RoadmapApp:
 
     def retry_content(self, roadmap_id: str, concept_id: str, content_type: str) -> TaskRecord:
         """Seed 000's single-concept retry, done right: a persisted task, linked to the
-        roadmap and to the concept (one active retry per content, by dedupe key)."""
+        roadmap and to the concept. Asking again while a retry of the content is active
+        answers that retry; once it has ended, asking again retries anew."""
         if content_type not in CONTENT_TYPES:
             raise ValueError(f"content_type must be one of {', '.join(CONTENT_TYPES)}")
         roadmap = self.roadmaps.get(roadmap_id)
         if concept_id not in roadmap:
             raise KeyError(concept_id)
+        params = {"roadmap_id": roadmap_id, "concept_id": concept_id, "content_type": content_type}
+        previous = self._latest_retry(params)
+        if previous is not None and previous.status.is_active:
+            return previous
         self.roadmaps.set(roadmap_id, concept_id, content_type, "pending")
-        # Asking again while a retry of this content is active answers that retry.
+        # A dedupe key is taken for good, so it names the retry this one follows: requests
+        # racing after the same one make one task, and each later retry has a key of its own.
+        follows = previous.id if previous is not None else "none"
         return self.trail.submit(
             "roadmap.retry_content",
-            {"roadmap_id": roadmap_id, "concept_id": concept_id, "content_type": content_type},
+            params,
             links=[
                 Link("roadmap", roadmap_id, role=f"retry_{content_type}"),
                 Link("concept", concept_id),
             ],
             description=f"Regenerate the {content_type} of {concept_id}",
-            dedupe_key=f"roadmap.retry_content:{roadmap_id}/{concept_id}/{content_type}",
+            dedupe_key=f"roadmap.retry_content:{roadmap_id}/{concept_id}/{content_type}"
+            f":after:{follows}",
         )
+
+    def _latest_retry(self, params: dict[str, str]) -> TaskRecord | None:
+        """The newest retry of the content ``params`` name, if it has had any."""
+        for task in self.trail.tasks_for("concept", params["concept_id"]):
+            if task.name == "roadmap.retry_content" and task.params == params:
+                return task
+        return None
 
     def router(self) -> APIRouter:
         """The app's own endpoints: create a roadmap, retry one content, read a roadmap."""

@@ -153,6 +153,39 @@ def test_retry_tasks_record_completion_and_failure(story: Story) -> None:
     ]  # fmt: skip
 
 
+def test_asking_twice_while_a_retry_is_active_answers_that_retry(story: Story) -> None:
+    created_roadmap(story)
+
+    first = story.retry(*FAILS_ON_CREATION)
+    again = story.retry(*FAILS_ON_CREATION)
+
+    assert again == first
+    retries = [t["id"] for t in story.linked() if t["role"] == "retry_quiz"]
+    assert retries == [first]
+
+
+def test_a_content_retried_after_its_retry_ended_is_retried_anew(story: Story) -> None:
+    created_roadmap(story)
+    first = story.retry(*CRASHING_RETRY)
+    with BackgroundWorker(story.trail):
+        story.wait_status(first, "failed")
+
+    second = story.retry(*CRASHING_RETRY)  # the user tries again after the crash
+
+    assert second != first
+    assert story.task(second)["status"] == "queued"
+    assert story.content()[CRASHING_RETRY[0]][CRASHING_RETRY[1]] == "pending"
+    check = story.status_check()  # pending, and covered by the new retry: not stale
+    assert [t["id"] for t in check["active_tasks"]] == [second]
+    assert check["stale_items"] == []
+    with BackgroundWorker(story.trail):
+        story.wait_status(second, "failed")  # this model always crashes on it
+    third = story.retry(*CRASHING_RETRY)
+    assert third not in (first, second)
+    retries = [t["id"] for t in story.linked() if t["role"] == "retry_resources"]
+    assert retries == [third, second, first]
+
+
 # -- Stale Status Detection ------------------------------------------------------------------
 
 
