@@ -9,10 +9,9 @@ connection in autocommit mode for all of them pays that once.
 A kept connection is taken only while the pool has one to spare and still one more of its
 own, so that many threads keeping one (a worker of high concurrency, a pool of one) never
 starve the others; a thread that finds none spare takes one per statement, as it would
-without this. Like a
-pooled one (``engine.ping_idle_connections``), a kept connection unused for
-``PING_AFTER_IDLE`` seconds is checked before its next statement and replaced if the
-server closed it.
+without this. Like a pooled one (``engine.ping_idle_connections``), a kept connection
+unused for ``PING_AFTER_IDLE`` seconds is checked before its next statement and replaced
+if the server closed it.
 """
 
 from __future__ import annotations
@@ -53,7 +52,7 @@ class KeptConnections:
 
     def current(self) -> Connection | None:
         """The calling thread's kept connection, ready for a statement; None outside
-        ``keeping``."""
+        ``keeping``, or when it found none to spare."""
         kept: _Kept | None = getattr(self._local, "kept", None)
         return None if kept is None else kept.ready()
 
