@@ -191,13 +191,9 @@ class Trail:
             run_after=run_after, description=description,
         )  # fmt: skip
         new = self._new_task(submission, self.store.clock())
-        if using is None:
-            record = self.store.insert_task(new, actor=actor)
-            self._dispatch([record])
-            return record
-        conn = _connection_of(using)
-        record = self.store.insert_task(new, actor=actor, conn=conn)
-        self._dispatch_after_commit(using, conn, [record])
+        (record,) = self._recorded(
+            lambda conn: [self.store.insert_task(new, actor=actor, conn=conn)], using
+        )
         return record
 
     def submit_many(
@@ -226,12 +222,21 @@ class Trail:
         news = [self._checked(index, submission, now) for index, submission in enumerate(given)]
         if not news:
             return []
+        return self._recorded(
+            lambda conn: self.store.insert_tasks(news, actor=actor, conn=conn), using
+        )
+
+    def _recorded(
+        self, insert: Callable[[Connection | None], list[TaskRecord]], using: Using | None
+    ) -> list[TaskRecord]:
+        """The tasks ``insert(conn)`` writes, in ``using``'s transaction if given (else
+        the store's own), handed to the executor once that has committed."""
         if using is None:
-            records = self.store.insert_tasks(news, actor=actor)
+            records = insert(None)
             self._dispatch(records)
             return records
         conn = _connection_of(using)
-        records = self.store.insert_tasks(news, actor=actor, conn=conn)
+        records = insert(conn)
         self._dispatch_after_commit(using, conn, records)
         return records
 

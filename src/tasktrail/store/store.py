@@ -3,9 +3,9 @@
 Every status change is a compare-and-set plus its event row, in one transaction: on
 PostgreSQL the writes of a run (submit, claim, progress, its end) are one statement each
 (``run_statements``), on one connection that the run keeps (``kept``), the others
-read-lock-compare-and-set. Methods that write accept
-``conn``: the caller's open transaction to join (transactional enqueue). Without it, the
-store opens, commits and closes its own.
+read-lock-compare-and-set. Methods that write accept ``conn``: the caller's open
+transaction to join (transactional enqueue). Without it, the store opens, commits and
+closes its own.
 """
 
 from __future__ import annotations
@@ -111,6 +111,14 @@ def _stored_links(new: NewTask, now: datetime) -> list[dict[str, Any]]:
     given = _link_rows(new.id, new.links, now, active=new.status.is_active)
     first = {(r["resource_type"], r["resource_id"]): r for r in reversed(given)}
     return [first[resource] for resource in sorted(first)]
+
+
+def _with_stored_links(task: TaskRecord, link_rows: Sequence[dict[str, Any]]) -> TaskRecord:
+    """``task``, just inserted, with ``link_rows`` (``_stored_links``) as its links: what a
+    read of them would return, without the read."""
+    if not link_rows:
+        return task
+    return task.evolve(links=tuple(LinkRecord.from_row(row) for row in link_rows))
 
 
 def _link_rows(
@@ -387,9 +395,7 @@ class Store(AggregateQueries):
         self._wake_for_new(c, news)
         c.info[_WROTE_EVENTS] = True
         return [
-            task.evolve(links=tuple(LinkRecord.from_row(row) for row in task_links))
-            if task_links
-            else task
+            _with_stored_links(task, task_links)
             for task, task_links in zip(inserted, links_of, strict=True)
         ]
 
@@ -420,8 +426,8 @@ class Store(AggregateQueries):
             statement = q.insert_ignoring_conflicts(tasks, self.dialect, row, ["dedupe_key"])
             if (inserted := c.execute(statement.returning(*tasks.c)).first()) is None:
                 return self._deduplicated(c, new.dedupe_key)
-        if new.links:
-            link_rows = _link_rows(new.id, new.links, now, active=new.status.is_active)
+        link_rows = _stored_links(new, now)
+        if link_rows:
             c.execute(q.insert_new_links(), link_rows)
         self._event(
             c,
@@ -435,9 +441,8 @@ class Store(AggregateQueries):
             now=now,
             queue=new.queue,
         )
-        # The inserted row as stored (RETURNING), so no second read; links only if any.
-        record = TaskRecord.from_row(inserted._mapping)
-        return self._with_links(c, [record])[0] if new.links else record
+        # The inserted row as stored (RETURNING) and the links as written: no second read.
+        return _with_stored_links(TaskRecord.from_row(inserted._mapping), link_rows)
 
     def _insert_at_once(
         self, c: Connection, new: NewTask, row: dict[str, Any], *, actor: str | None
@@ -457,8 +462,7 @@ class Store(AggregateQueries):
             assert new.dedupe_key is not None
             return self._deduplicated(c, new.dedupe_key)
         c.info[_WROTE_EVENTS] = True
-        record = TaskRecord.from_row(inserted._mapping)
-        return record.evolve(links=tuple(LinkRecord.from_row(r) for r in link_rows))
+        return _with_stored_links(TaskRecord.from_row(inserted._mapping), link_rows)
 
     def _deduplicated(self, c: Connection, dedupe_key: str) -> TaskRecord:
         """The task that holds ``dedupe_key``, marked as the answer to a duplicate."""
