@@ -1,7 +1,7 @@
 """How the databases run the claim: from the partial claim index, in claim order, without
 sorting the queue, on SQLite without statistics and in PostgreSQL's generic plan (the one a
-statement prepared by psycopg ends up with); and a resource's active tasks, from the partial
-index of active links."""
+statement prepared by psycopg ends up with), with statistics and on a table never analyzed;
+and a resource's active tasks, from the partial index of active links."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tasktrail import Status, TaskRecord, Trail
+from tasktrail import Status, Submission, TaskRecord, Trail
 from tasktrail.schema import ACTIVE_LINKS_INDEX, CLAIM_INDEX, DUE_INDEX, links, tasks
 from tasktrail.states import CLAIM, changes
 from tasktrail.store import statements as q
@@ -54,12 +54,20 @@ def _as_sent(trail: Trail, statement: sa.Executable, params: dict[str, Any]) -> 
     return sent[-1]
 
 
-def _plan(trail: Trail, statement: sa.Executable, params: dict[str, Any]) -> str:
+def _plan(
+    trail: Trail, statement: sa.Executable, params: dict[str, Any], *, generic: bool = True
+) -> str:
+    """How the database runs ``statement``; on PostgreSQL the generic plan, or with
+    ``generic=False`` the one made for the values of ``params``."""
     text, parameters = _as_sent(trail, statement, params)
     with trail.engine.connect() as conn:
         if trail.engine.dialect.name == "sqlite":
             rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {text}", parameters).all()
             return "\n".join(str(row[-1]) for row in rows)
+        if not generic:
+            rows = conn.exec_driver_sql(f"EXPLAIN {text}", parameters).all()
+            conn.rollback()
+            return "\n".join(row[0] for row in rows)
         # PREPARE the same text with every parameter NULL: EXPLAIN EXECUTE then shows the
         # plan made without parameter values, the one a prepared statement ends up with.
         names: list[str] = []
@@ -99,6 +107,35 @@ def test_the_claim_reads_the_claim_index_in_order(
         assert f"Index Scan using {CLAIM_INDEX}" in plan, plan
         assert "Sort" not in plan
 
+    claimed = trail.store.claim(worker="w", queues=queues, names=names)
+    assert claimed is not None and claimed.attempts == 1
+
+
+@pytest.mark.parametrize("queues", [None, ["default", "other"]])
+def test_the_claim_reads_the_claim_index_on_a_table_never_analyzed(
+    trail: Trail, queues: list[str] | None
+) -> None:
+    """A worker's filters do not make PostgreSQL, without statistics, expect one match and
+    sort every queued task (a bitmap scan, then a sort, on each claim)."""
+    _register(trail)
+    names = ["w.a", "w.b"]
+    trail.submit_many([Submission("w.a", queue="default")] * 2000)
+    # The dead row versions a drain leaves, and no VACUUM or ANALYZE since: autovacuum
+    # off, or not yet run.
+    with trail.engine.begin() as conn:
+        for _ in range(5):
+            for before, after in (("queued", "running"), ("running", "queued")):
+                conn.execute(tasks.update().where(tasks.c.status == before).values(status=after))
+    work, now = changes(CLAIM, worker="w"), datetime.now(UTC)
+    if trail.engine.dialect.name == "postgresql":
+        claim = claim_next_at_once(queues, names, work, now, actor="w", notify=lambda *_: [])
+    else:
+        claim = q.claim_next(queues, names, work, now, "sqlite")
+
+    for generic in (True, False):
+        plan = _plan(trail, claim.statement, claim.params, generic=generic)
+        assert CLAIM_INDEX in plan and "Bitmap" not in plan, plan
+        assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
     claimed = trail.store.claim(worker="w", queues=queues, names=names)
     assert claimed is not None and claimed.attempts == 1
 

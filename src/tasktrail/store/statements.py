@@ -315,10 +315,29 @@ def next_queued_statement(by_queue: bool, by_name: bool, dialect: str) -> sa.Sel
         columns = {name: source.c[name] for name in _CLAIM_COLUMNS}
     candidate = sa.select(columns["id"]).select_from(source).where(columns["status"] == queued)
     if by_queue:
-        candidate = candidate.where(_one_of(columns["queue"], "arg_queues", dialect))
+        candidate = candidate.where(_claim_filter(columns["queue"], "arg_queues", dialect))
     if by_name:
-        candidate = candidate.where(_one_of(columns["name"], "arg_names", dialect))
+        candidate = candidate.where(_claim_filter(columns["name"], "arg_names", dialect))
     return candidate.order_by(columns["priority"].desc(), columns["id"]).limit(constant(1))
+
+
+def _claim_filter(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
+    """``_one_of`` for the claim's queue and name filters, which keep most queued tasks (a
+    worker runs what is queued for it); on PostgreSQL written so that the planner takes
+    them to keep nearly all.
+
+    PostgreSQL takes ``= ANY(array)`` to keep a small share of the rows. On a tasks table
+    it has no statistics for (never analyzed: autovacuum off, or not yet run) and with
+    the dead versions a drain leaves, it then expects about one queued task to pass and
+    sorts every queued task (a bitmap scan) instead of walking the claim index to the
+    first: 6 to 8 ms a claim with 4,000 queued instead of 0.1, which halved a drain's
+    rate. ``array_position(…) IS NOT NULL`` keeps the same rows, and the planner assumes
+    it keeps nearly all of them.
+    """
+    if dialect != "postgresql":
+        return _one_of(column, name, dialect)
+    values = sa.bindparam(name, type_=postgresql.ARRAY(sa.String()))
+    return sa.func.array_position(values, column).is_not(None)
 
 
 def _sqlite_through(
