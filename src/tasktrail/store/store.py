@@ -10,7 +10,7 @@ closes its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -49,6 +49,7 @@ from tasktrail.states import (
     changes,
     retry_transition,
 )
+from tasktrail.store import driver
 from tasktrail.store import run_statements as pg
 from tasktrail.store import statements as q
 from tasktrail.store.aggregates import AggregateQueries
@@ -321,10 +322,23 @@ class Store(AggregateQueries):
             )
             if notices:
                 statement = statement.returning(*notices)
-        elif status in _WAKING and conn.info.get(_OWN):
-            conn.info[_WAKES_WORKERS] = True
-        conn.execute(statement, bound.params)
+            conn.execute(statement, bound.params)
+        else:
+            if status in _WAKING and conn.info.get(_OWN):
+                conn.info[_WAKES_WORKERS] = True
+            self._sqlite_write(conn, bound)
         conn.info[_WROTE_EVENTS] = True
+
+    def _sqlite_write(self, conn: Connection, bound: q.Bound) -> Mapping[str, Any] | None:
+        """Run ``bound``, a write on SQLite inside the write lock: on the driver where it
+        may (see ``driver``). Its first returned row, if any, by column name."""
+        if not driver.direct(conn):
+            result = conn.execute(bound.statement, bound.params)
+            row = result.first() if result.returns_rows else None
+            return None if row is None else dict(row._mapping)
+        compiled = driver.compiled_for_driver(bound.statement, self.engine.dialect)
+        values = driver.execute(conn, compiled, compiled.parameters(bound.params)).fetchone()
+        return None if values is None else compiled.row(values)
 
     # -- creating -----------------------------------------------------------------------
 
@@ -654,10 +668,10 @@ class Store(AggregateQueries):
         end = q.end_of_run(
             task_id, attempt, transition, values, now, unless_items_failed=unless_items_failed
         )
-        row = conn.execute(end.statement, end.params).one_or_none()
-        if row is None:
+        written = self._sqlite_write(conn, end)
+        if written is None:
             return None
-        ended = TaskRecord.from_row(row._mapping)
+        ended = TaskRecord.from_row(written)
         self._changed(
             conn, ended, Status.RUNNING, transition, message=message, data=data, actor=actor,
             now=now,
@@ -745,7 +759,10 @@ class Store(AggregateQueries):
         flag when it crossed between active and not, and its event."""
         if updated.status.is_active != from_status.is_active:
             links_active = q.set_links_active(updated.id, updated.status.is_active)
-            conn.execute(links_active.statement, links_active.params)
+            if self.dialect == "sqlite":
+                self._sqlite_write(conn, links_active)
+            else:
+                conn.execute(links_active.statement, links_active.params)
         self._transition_event(
             conn, updated, from_status, transition, step=updated.current_step,
             message=message, data=data, actor=actor, now=now,
@@ -858,10 +875,10 @@ class Store(AggregateQueries):
         """``claim`` inside the transaction of ``conn`` (SQLite)."""
         now = now or self.clock()
         claim = q.claim_next(queues, names, changes(CLAIM, worker=worker), now, self.dialect)
-        row = conn.execute(claim.statement, claim.params).one_or_none()
+        row = self._sqlite_write(conn, claim)
         if row is None:
             return None
-        claimed = TaskRecord.from_row(row._mapping)
+        claimed = TaskRecord.from_row(row)
         self._transition_event(
             conn, claimed, Status.QUEUED, CLAIM, step=None,
             message=f"attempt {claimed.attempts} of {claimed.max_attempts}",
@@ -1114,10 +1131,10 @@ class Store(AggregateQueries):
                 with self.reading() as c:
                     raise self._superseded(c, task_id, attempt)
             return row.cancel_requested_at is not None
+        progress_update = q.record_progress(task_id, attempt, progress, step, now)
         with self.writing() as c:
-            progress_update = q.record_progress(task_id, attempt, progress, step, now)
-            row = c.execute(progress_update.statement, progress_update.params).one_or_none()
-            if row is None:
+            written = self._sqlite_write(c, progress_update)
+            if written is None:
                 raise self._superseded(c, task_id, attempt)
             self._event(
                 c,
@@ -1128,7 +1145,7 @@ class Store(AggregateQueries):
                 actor=actor,
                 now=now,
             )
-            return row.cancel_requested_at is not None
+            return written["cancel_requested_at"] is not None
 
     def cancel_requested(self, task_id: str, attempt: int) -> bool:
         """Whether a running task was asked to stop; ``RunSuperseded`` if the run is over."""
