@@ -5,6 +5,7 @@ SQLAlchemy (``run_statements``)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tasktrail import Link, TaskContext, Trail
 from tasktrail.runner import NextClaim, Runner
@@ -127,5 +129,12 @@ def test_echo_and_async_drivers_take_sqlalchemys_way(tmp_path: Path) -> None:
     with echoing.connect() as conn:
         assert not driver.direct(conn)
     echoing.dispose()
-    # aiosqlite under an async engine: tests/test_transactional_enqueue.py runs a submit
-    # through an AsyncSession on SQLite, which takes this way.
+
+    async def under_aiosqlite() -> bool:
+        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/async.db")
+        async with engine.connect() as conn:
+            direct = await conn.run_sync(driver.direct)
+        await engine.dispose()
+        return direct
+
+    assert asyncio.run(under_aiosqlite()) is False
