@@ -99,15 +99,22 @@ def direct(conn: Connection) -> bool:
     return conn.dialect.driver == "pysqlite" and not watched
 
 
-def execute(conn: Connection, statement: DriverStatement, parameters: tuple[Any, ...]) -> Any:
+def execute(
+    conn: Connection, statement: DriverStatement, parameters: tuple[Any, ...]
+) -> tuple[Any, ...] | None:
     """Run ``statement`` on the driver connection under ``conn`` (in ``conn``'s
-    transaction); its cursor. An error of the driver is raised as SQLAlchemy's, as
-    ``conn.execute`` would raise it."""
+    transaction) to its end; the first row it returned, as the driver gives it. An error of
+    the driver is raised as SQLAlchemy's, as ``conn.execute`` would raise it."""
     driver = conn.connection.driver_connection
     assert driver is not None
     try:
-        return driver.execute(statement.text, parameters)
+        cursor = driver.execute(statement.text, parameters)
+        try:
+            row: tuple[Any, ...] | None = cursor.fetchone()
+        finally:
+            cursor.close()  # the statement is reset, none left in progress at COMMIT
     except sqlite3.Error as error:
         raise sa.exc.DBAPIError.instance(
             statement.text, parameters, error, sqlite3.Error, dialect=conn.dialect
         ) from error
+    return row

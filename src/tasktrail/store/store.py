@@ -337,7 +337,7 @@ class Store(AggregateQueries):
             row = result.first() if result.returns_rows else None
             return None if row is None else dict(row._mapping)
         compiled = driver.compiled_for_driver(bound.statement, self.engine.dialect)
-        values = driver.execute(conn, compiled, compiled.parameters(bound.params)).fetchone()
+        values = driver.execute(conn, compiled, compiled.parameters(bound.params))
         return None if values is None else compiled.row(values)
 
     # -- creating -----------------------------------------------------------------------
