@@ -88,6 +88,8 @@ def direct(conn: Connection) -> bool:
     ``sqlite3`` module (not, say, ``aiosqlite`` under an async engine), and nothing looks at
     the statements (its engine's ``echo``, a listener of SQLAlchemy's statement events on
     the connection or its engine)."""
+    if conn.dialect.driver != "pysqlite":
+        return False
     events = conn.dispatch
     watched = (
         conn.engine.echo
@@ -96,7 +98,7 @@ def direct(conn: Connection) -> bool:
         or events.before_cursor_execute
         or events.after_cursor_execute
     )
-    return conn.dialect.driver == "pysqlite" and not watched
+    return not watched
 
 
 def execute(

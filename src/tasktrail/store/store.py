@@ -322,21 +322,20 @@ class Store(AggregateQueries):
             )
             if notices:
                 statement = statement.returning(*notices)
-            conn.execute(statement, bound.params)
-        else:
-            if status in _WAKING and conn.info.get(_OWN):
-                conn.info[_WAKES_WORKERS] = True
-            self._sqlite_write(conn, bound)
+        elif status in _WAKING and conn.info.get(_OWN):
+            conn.info[_WAKES_WORKERS] = True
+        self._write(conn, q.Bound(statement, bound.params))
         conn.info[_WROTE_EVENTS] = True
 
-    def _sqlite_write(self, conn: Connection, bound: q.Bound) -> Mapping[str, Any] | None:
-        """Run ``bound``, a write on SQLite inside the write lock: on the driver where it
-        may (see ``driver``). Its first returned row, if any, by column name."""
+    def _write(self, conn: Connection, bound: q.Bound) -> Mapping[str, Any] | None:
+        """Run the write ``bound`` in ``conn``'s transaction: its first returned row, if
+        any, by column name. On SQLite, inside the write lock, through the driver where
+        it may (see ``driver``); elsewhere, and for anyone watching, through SQLAlchemy."""
         if not driver.direct(conn):
             result = conn.execute(bound.statement, bound.params)
             row = result.first() if result.returns_rows else None
             return None if row is None else dict(row._mapping)
-        compiled = driver.compiled_for_driver(bound.statement, self.engine.dialect)
+        compiled = driver.compiled_for_driver(bound.statement, conn.dialect)
         values = driver.execute(conn, compiled, compiled.parameters(bound.params))
         return None if values is None else compiled.row(values)
 
@@ -668,7 +667,7 @@ class Store(AggregateQueries):
         end = q.end_of_run(
             task_id, attempt, transition, values, now, unless_items_failed=unless_items_failed
         )
-        written = self._sqlite_write(conn, end)
+        written = self._write(conn, end)
         if written is None:
             return None
         ended = TaskRecord.from_row(written)
@@ -759,10 +758,7 @@ class Store(AggregateQueries):
         flag when it crossed between active and not, and its event."""
         if updated.status.is_active != from_status.is_active:
             links_active = q.set_links_active(updated.id, updated.status.is_active)
-            if self.dialect == "sqlite":
-                self._sqlite_write(conn, links_active)
-            else:
-                conn.execute(links_active.statement, links_active.params)
+            self._write(conn, links_active)
         self._transition_event(
             conn, updated, from_status, transition, step=updated.current_step,
             message=message, data=data, actor=actor, now=now,
@@ -875,7 +871,7 @@ class Store(AggregateQueries):
         """``claim`` inside the transaction of ``conn`` (SQLite)."""
         now = now or self.clock()
         claim = q.claim_next(queues, names, changes(CLAIM, worker=worker), now, self.dialect)
-        row = self._sqlite_write(conn, claim)
+        row = self._write(conn, claim)
         if row is None:
             return None
         claimed = TaskRecord.from_row(row)
@@ -1133,7 +1129,7 @@ class Store(AggregateQueries):
             return row.cancel_requested_at is not None
         progress_update = q.record_progress(task_id, attempt, progress, step, now)
         with self.writing() as c:
-            written = self._sqlite_write(c, progress_update)
+            written = self._write(c, progress_update)
             if written is None:
                 raise self._superseded(c, task_id, attempt)
             self._event(
