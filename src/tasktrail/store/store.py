@@ -91,11 +91,11 @@ def _notices(
     transaction, which only the database sees commit: see ``hints``)."""
     notices: list[sa.ColumnElement[Any]] = []
     if events:
-        notices.append(sa.func.pg_notify(EVENTS_CHANNEL, task_id))
+        notices.append(sa.func.pg_notify(EVENTS_CHANNEL, task_id).label("notified_events"))
     if status is Status.QUEUED and queue is not None:
-        notices.append(sa.func.pg_notify(QUEUED_CHANNEL, queue))
+        notices.append(sa.func.pg_notify(QUEUED_CHANNEL, queue).label("notified_queue"))
     elif status is Status.SCHEDULED:
-        notices.append(sa.func.pg_notify(QUEUED_CHANNEL, SCHEDULED_PAYLOAD))
+        notices.append(sa.func.pg_notify(QUEUED_CHANNEL, SCHEDULED_PAYLOAD).label("notified_queue"))
     return notices
 
 
@@ -104,6 +104,34 @@ def _notify_for(status: Status | None, *, events: bool = False) -> pg.Notify:
     """``_notices`` for events moving tasks to ``status``, for ``run_statements``' builders
     (one function per arguments: they cache statements by it)."""
     return lambda task_id, queue: _notices(status, task_id, queue, events=events)
+
+
+#: The parameter of an event's queue, in ``_event_notifying``'s statements.
+_EVENT_QUEUE = "event_queue"
+
+
+@cache
+def _event_notifying(
+    insert: sa.Executable, status: Status | None, *, with_queue: bool, hint_events: bool
+) -> sa.Executable:
+    """The event ``insert`` (``q.insert_event``'s statement), returning the ``_notices``
+    of an event moving a task to ``status`` (PostgreSQL): built once per arguments, as the
+    driver's statements must be (see ``driver``)."""
+    assert isinstance(insert, sa.Insert)
+    queue = sa.bindparam(_EVENT_QUEUE, type_=sa.String()) if with_queue else None
+    notices = _notices(status, events.c.task_id, queue, events=hint_events)
+    return insert.returning(*notices) if notices else insert
+
+
+def _written(conn: Connection, bound: q.Bound) -> Sequence[Mapping[str, Any]]:
+    """Run the write ``bound`` on ``conn``: the rows it returned, by column name. Through
+    the driver where it may (see ``driver``); for anyone watching, through SQLAlchemy."""
+    direct = driver.direct(conn)
+    compiled = driver.compiled_for_driver(bound.statement, conn.dialect) if direct else None
+    if compiled is not None:
+        return driver.execute(conn, compiled, compiled.parameters(bound.params))
+    result = conn.execute(bound.statement, bound.params)
+    return [dict(row._mapping) for row in result] if result.returns_rows else []
 
 
 def _stored_links(new: NewTask, now: datetime) -> list[dict[str, Any]]:
@@ -309,35 +337,26 @@ class Store(AggregateQueries):
         status: Status | None = values.get("to_status")
         queue: str | None = values.pop("queue", None)
         bound = q.insert_event(now=values.pop("now", None) or self.clock(), **values)
-        statement = bound.statement
-        assert isinstance(statement, sa.Insert)
         if self.dialect == "postgresql":
             # Wake-ups ride on the INSERT (no extra round trip) and are transactional:
             # listeners hear them only if and when this commits. The events channel is
             # hinted after our own commits instead (see hints); in the caller's
             # transaction we cannot see the commit, so it rides here too.
-            queue_value = None if queue is None else sa.literal(queue, sa.String)
-            notices = _notices(
-                status, events.c.task_id, queue_value, events=not conn.info.get(_OWN)
-            )
-            if notices:
-                statement = statement.returning(*notices)
+            notifying = _event_notifying(
+                bound.statement, status, with_queue=queue is not None,
+                hint_events=not conn.info.get(_OWN),
+            )  # fmt: skip
+            bound = q.Bound(notifying, {**bound.params, _EVENT_QUEUE: queue})
         elif status in _WAKING and conn.info.get(_OWN):
             conn.info[_WAKES_WORKERS] = True
-        self._write(conn, q.Bound(statement, bound.params))
+        self._write(conn, bound)
         conn.info[_WROTE_EVENTS] = True
 
     def _write(self, conn: Connection, bound: q.Bound) -> Mapping[str, Any] | None:
         """Run the write ``bound`` in ``conn``'s transaction: its first returned row, if
-        any, by column name. On SQLite, inside the write lock, through the driver where
-        it may (see ``driver``); elsewhere, and for anyone watching, through SQLAlchemy."""
-        if not driver.direct(conn):
-            result = conn.execute(bound.statement, bound.params)
-            row = result.first() if result.returns_rows else None
-            return None if row is None else dict(row._mapping)
-        compiled = driver.compiled_for_driver(bound.statement, conn.dialect)
-        values = driver.execute(conn, compiled, compiled.parameters(bound.params))
-        return None if values is None else compiled.row(values)
+        any, by column name."""
+        rows = _written(conn, bound)
+        return rows[0] if rows else None
 
     # -- creating -----------------------------------------------------------------------
 
@@ -592,7 +611,7 @@ class Store(AggregateQueries):
                 self.clock(), actor=worker,
             )  # fmt: skip
             if rows := self._rows_at_once(bound):
-                found = {r.status: r for r in (TaskRecord.from_row(row._mapping) for row in rows)}
+                found = {r.status: r for r in map(TaskRecord.from_row, rows)}
                 return found[Status.COMPLETED], found.get(Status.RUNNING)
             # Nothing was written: complete_run says why (or completes after a race), and
             # the claim follows on its own.
@@ -663,7 +682,7 @@ class Store(AggregateQueries):
                 notify=_notify_for(transition.target), unless_items_failed=unless_items_failed,
             )  # fmt: skip
             row = self._write_at_once(bound)
-            return None if row is None else TaskRecord.from_row(row._mapping)
+            return None if row is None else TaskRecord.from_row(row)
         end = q.end_of_run(
             task_id, attempt, transition, values, now, unless_items_failed=unless_items_failed
         )
@@ -677,17 +696,17 @@ class Store(AggregateQueries):
         )  # fmt: skip
         return ended
 
-    def _write_at_once(self, bound: q.Bound) -> sa.Row[Any] | None:
+    def _write_at_once(self, bound: q.Bound) -> Mapping[str, Any] | None:
         """Run a one-statement write (PostgreSQL) in autocommit mode: its row, or None when
         its guard did not hold and nothing was written."""
         rows = self._rows_at_once(bound)
         return rows[0] if rows else None
 
-    def _rows_at_once(self, bound: q.Bound) -> Sequence[sa.Row[Any]]:
+    def _rows_at_once(self, bound: q.Bound) -> Sequence[Mapping[str, Any]]:
         """``_write_at_once`` for a statement returning several rows (none: nothing was
         written)."""
         with self._one_statement() as c:
-            rows = c.execute(bound.statement, bound.params).all()
+            rows = _written(c, bound)
             if rows:
                 c.info[_WROTE_EVENTS] = True
             return rows
@@ -840,7 +859,7 @@ class Store(AggregateQueries):
             row = self._write_at_once(bound)
             if row is None:
                 return None
-            return Claimed(TaskRecord.from_row(row._mapping), row._mapping[pg.MORE_QUEUED])
+            return Claimed(TaskRecord.from_row(row), row[pg.MORE_QUEUED])
         # SQLite: every write transaction takes the one write lock that all workers share,
         # so a claim looks, as a reader without it, whether there is anything to take (and,
         # after taking it, whether there is more).
@@ -1126,7 +1145,7 @@ class Store(AggregateQueries):
             if (row := self._write_at_once(bound)) is None:
                 with self.reading() as c:
                     raise self._superseded(c, task_id, attempt)
-            return row.cancel_requested_at is not None
+            return row["cancel_requested_at"] is not None
         progress_update = q.record_progress(task_id, attempt, progress, step, now)
         with self.writing() as c:
             written = self._write(c, progress_update)
