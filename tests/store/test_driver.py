@@ -18,9 +18,10 @@ from tests.conftest import BACKENDS, POSTGRES_URL, PostgresDatabases
 
 from tasktrail import Link, Status, TaskContext, Trail
 from tasktrail.runner import NextClaim, Runner
-from tasktrail.schema import tasks
+from tasktrail.schema import metadata, tasks
 from tasktrail.store import driver
 from tasktrail.store import statements as q
+from tasktrail.store.migrate import head_revision
 
 MOMENT = datetime(2026, 12, 6, 9, 30, 15, 123456, tzinfo=UTC)
 
@@ -203,11 +204,63 @@ def test_a_statement_sqlalchemy_must_finish_at_each_execution_is_left_to_it(
     assert driver.compiled_for_driver(expanding, trail.engine.dialect) is None
 
 
-def test_echo_and_async_drivers_take_sqlalchemys_way(tmp_path: Path) -> None:
+def test_an_engine_that_puts_the_tables_in_another_schema_takes_sqlalchemys_way(
+    postgres: PostgresDatabases,
+) -> None:
+    name = postgres.create(migrated=False)
+    url = postgres.url(name).render_as_string(hide_password=False)
+    base = sa.create_engine(url, poolclass=sa.NullPool)
+    with base.begin() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA tenant")
+    tenant = base.execution_options(schema_translate_map={None: "tenant"})
+    # tasktrail's migrations write some of their DDL as text, which no map translates: the
+    # tenant's tables come from the metadata, and Alembic's version table says they are at
+    # the migrations' head (in both schemas: Alembic looks for it untranslated, then reads
+    # it translated).
+    metadata.create_all(tenant)
+    with base.begin() as conn:
+        for schema in ("public", "tenant"):
+            conn.exec_driver_sql(
+                f"CREATE TABLE {schema}.tasktrail_alembic_version (version_num text)"
+            )
+            conn.execute(
+                sa.text(f"INSERT INTO {schema}.tasktrail_alembic_version VALUES (:head)"),
+                {"head": head_revision()},
+            )
+    try:
+        trail = Trail(engine=tenant)
+        trail.task("d.noop")(lambda ctx: None)
+        trail.submit("d.noop")
+        task = trail.store.claim(worker="w")
+        assert task is not None
+        trail.store.record_progress(task.id, task.attempts, 50, "in the tenant's tables")
+
+        with tenant.connect() as conn:
+            assert not driver.direct(conn)
+        assert [e.step for e in trail.events(task.id) if e.type == "progress"] == [
+            "in the tenant's tables"
+        ]
+        with base.connect() as conn:
+            in_tenant = conn.exec_driver_sql("SELECT count(*) FROM tenant.tasktrail_events")
+            assert in_tenant.scalar() == 3  # submitted, claimed, the report
+            public = conn.exec_driver_sql("SELECT to_regclass('public.tasktrail_events')")
+            assert public.scalar() is None
+        trail.close()
+    finally:
+        base.dispose()
+        postgres.drop(name)
+
+
+def test_echo_listeners_and_async_drivers_take_sqlalchemys_way(tmp_path: Path) -> None:
     echoing = sa.create_engine(f"sqlite:///{tmp_path}/echo.db", echo=True)
     with echoing.connect() as conn:
         assert not driver.direct(conn)
     echoing.dispose()
+    executing_its_way = sa.create_engine(f"sqlite:///{tmp_path}/do.db")
+    sa.event.listen(executing_its_way, "do_execute", lambda *_: False)
+    with executing_its_way.connect() as conn:
+        assert not driver.direct(conn)
+    executing_its_way.dispose()
 
     async def direct_under(url: str) -> bool:
         engine = create_async_engine(url)

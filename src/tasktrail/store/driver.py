@@ -11,8 +11,9 @@ database, set how fast workers drained a queue.
 These statements are still built and compiled by SQLAlchemy, once each, and their values
 converted both ways by SQLAlchemy's own type processors; only the call is the driver's.
 An engine whose statements someone watches (``echo``, or listeners of statement events,
-such as a tracer's), or whose driver is another (``aiosqlite``, psycopg's async connection
-under an async engine, psycopg2), gets SQLAlchemy's execution instead.
+such as a tracer's), whose statements SQLAlchemy rewrites at each execution (a
+``schema_translate_map``), or whose driver is another (``aiosqlite``, psycopg's async
+connection under an async engine, psycopg2), gets SQLAlchemy's execution instead.
 """
 
 from __future__ import annotations
@@ -130,11 +131,15 @@ def compiled_for_driver(statement: sa.Executable, dialect: Dialect) -> DriverSta
 
 def direct(conn: Connection) -> bool:
     """Whether ``conn``'s statements may go to its driver directly: the driver is
-    ``sqlite3`` or psycopg's sync connection (not under an async engine), and nothing looks
-    at the statements (its engine's ``echo``, a listener of SQLAlchemy's statement events on
-    the connection or its engine)."""
+    ``sqlite3`` or psycopg's sync connection (not under an async engine), nothing looks at
+    the statements (its engine's ``echo``, a listener of SQLAlchemy's statement events on
+    the connection or its engine, or of its dialect's ``do_execute``), and SQLAlchemy does
+    not rewrite them at each execution (a ``schema_translate_map`` puts the tables in the
+    schema it names)."""
     dialect = conn.dialect
     if dialect.is_async or dialect.driver not in _DIRECT_DRIVERS:
+        return False
+    if conn.get_execution_options().get("schema_translate_map"):
         return False
     events = conn.dispatch
     watched = (
@@ -143,6 +148,7 @@ def direct(conn: Connection) -> bool:
         or events.after_execute
         or events.before_cursor_execute
         or events.after_cursor_execute
+        or dialect.dispatch.do_execute
     )
     return not watched
 
