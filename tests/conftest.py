@@ -64,6 +64,18 @@ class PostgresDatabases:
     def drop(self, name: str) -> None:
         self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+    def close_connections(self, name: str) -> None:
+        """Make the server close every connection to database ``name`` (as a restart or
+        an idle timeout would), but the one that asks."""
+        with self.admin.connect() as conn:
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+
     def _template(self) -> str:
         if self.template is None:
             name = f"tasktrail_template_{uuid.uuid4().hex[:12]}"

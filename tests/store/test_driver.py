@@ -175,14 +175,7 @@ def test_a_connection_the_server_closed_fails_one_write_then_is_replaced(
         assert task is not None
         with trail.store.keep_connection():
             trail.store.record_progress(task.id, task.attempts, 10, "before")
-            with postgres.admin.connect() as admin:
-                admin.execute(
-                    sa.text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = :name AND pid <> pg_backend_pid()"
-                    ),
-                    {"name": name},
-                )
+            postgres.close_connections(name)
 
             # The write on the lost connection fails, as SQLAlchemy's own execution does;
             # the next one takes a new connection, in autocommit mode like the first.
