@@ -489,12 +489,12 @@ class Store(AggregateQueries):
             notify=_notify_for(new.status, events=not c.info.get(_OWN)),
             dedupe=new.dedupe_key is not None,
         )
-        inserted = c.execute(bound.statement, bound.params).one_or_none()
-        if inserted is None:
+        inserted = _written(c, bound)
+        if not inserted:
             assert new.dedupe_key is not None
             return self._deduplicated(c, new.dedupe_key)
         c.info[_WROTE_EVENTS] = True
-        return _with_stored_links(TaskRecord.from_row(inserted._mapping), link_rows)
+        return _with_stored_links(TaskRecord.from_row(inserted[0]), link_rows)
 
     def _deduplicated(self, c: Connection, dedupe_key: str) -> TaskRecord:
         """The task that holds ``dedupe_key``, marked as the answer to a duplicate."""
