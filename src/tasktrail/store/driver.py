@@ -61,11 +61,11 @@ class DriverStatement:
         statement's own), converted as SQLAlchemy would."""
         fixed = self.fixed
         given = (fixed[key] if key in fixed else values[key] for key in self.keys)
-        converted = tuple(
+        converted = (
             value if process is None else process(value)
             for process, value in zip(self.processors, given, strict=True)
         )
-        return dict(zip(self.names, converted, strict=True)) if self.named else converted
+        return dict(zip(self.names, converted, strict=True)) if self.named else tuple(converted)
 
     def rows(self, dialect: Dialect, cursor: Any) -> list[dict[str, Any]]:
         """The rows the driver's ``cursor`` holds after running this statement, by column
