@@ -1,10 +1,12 @@
 """``create_engine``: on PostgreSQL a pooled connection that sat unused is checked before
 use, so a server that closed it (restart, idle timeout) costs the caller nothing; on SQLite
 transactions are the database's own, and a write transaction takes the lock at its start;
-and no engine makes SQLAlchemy dispatch connection events."""
+JSON from PostgreSQL's driver is decoded as ``json.loads`` decodes it, unless the caller
+gives a decoder; and no engine makes SQLAlchemy dispatch connection events."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from tests.conftest import PostgresDatabases
 
 from tasktrail import Trail
 from tasktrail.store import create_engine
-from tasktrail.store.engine import begin_writing
+from tasktrail.store.engine import begin_writing, json_from_driver
 
 
 @pytest.fixture
@@ -100,6 +102,54 @@ def test_every_session_reads_timestamps_in_utc(postgres_url: str) -> None:
                 assert now.tzinfo is UTC  # the driver's own, with nothing to convert
             first.rollback()  # the setting outlives a transaction rolled back
             assert first.exec_driver_sql("SHOW TimeZone").scalar_one() == "UTC"
+    finally:
+        engine.dispose()
+
+
+DOCUMENTS = [
+    "{}",
+    "[]",
+    "null",
+    '{"a": [1, 2.5, -3e-7, true, false, null], "b": {"c": "d"}}',
+    '{"unicode": "Zürich, 東京 🎉", "escaped": "\\u00e9\\ud83c\\udf89\\n\\t\\""}',
+    '{"big": 12345678901234567890, "small": -0.000001}',
+    '"a string alone"',
+]
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_json_from_the_driver_is_what_json_loads_gives(document: str) -> None:
+    assert json_from_driver(document.encode()) == json.loads(document)
+    assert json_from_driver(document) == json.loads(document)
+
+
+def test_json_columns_read_back_as_json_loads_reads_them(postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            for document in DOCUMENTS:
+                for type_ in ("json", "jsonb"):
+                    read = conn.exec_driver_sql(
+                        f"SELECT CAST(%(doc)s AS {type_})", {"doc": document}
+                    ).scalar_one()
+                    assert read == json.loads(document), (type_, document)
+    finally:
+        engine.dispose()
+
+
+def test_a_json_deserializer_given_to_create_engine_is_kept(postgres_url: str) -> None:
+    seen: list[bytes] = []
+
+    def tagging(data: bytes) -> Any:
+        seen.append(data)
+        return {"read by": "the caller's", **json.loads(data)}
+
+    engine = create_engine(postgres_url, json_deserializer=tagging)
+    try:
+        with engine.connect() as conn:
+            read = conn.exec_driver_sql("""SELECT '{"a": 1}'::jsonb""").scalar_one()
+        assert read == {"read by": "the caller's", "a": 1}
+        assert seen == [b'{"a": 1}']
     finally:
         engine.dispose()
 

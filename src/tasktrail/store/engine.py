@@ -3,8 +3,9 @@
 SQLite: WAL (readers never block the writer), a generous busy timeout, foreign keys on, and
 ``BEGIN IMMEDIATE`` for write transactions (``begin_writing``) so two writers queue up
 instead of one failing with "database is locked" when it upgrades a read lock. PostgreSQL:
-psycopg 3, and a pooled connection that sat unused is checked before use (see
-``ping_idle_connections``).
+psycopg 3, a pooled connection that sat unused is checked before use (see
+``ping_idle_connections``), sessions in UTC, and JSON decoded without ``json.loads``'s
+detour (``json_from_driver``).
 
 No engine here has a listener of connection events: once an engine has one, SQLAlchemy
 dispatches the events of every statement of every connection of it (before and after
@@ -14,6 +15,7 @@ task. Pool events (``connect``, ``checkout``, ``checkin``) cost nothing per stat
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -42,7 +44,8 @@ def create_engine(
     A server connection taken from the pool after ``ping_after_idle`` seconds unused is
     checked first and, if the server closed it meanwhile (a restart, an idle timeout),
     silently replaced (None: never checked; ``pool_pre_ping=True``: checked every time).
-    Other keyword arguments go to ``sqlalchemy.create_engine``.
+    Other keyword arguments go to ``sqlalchemy.create_engine``; a ``json_deserializer``
+    given there replaces ``json_from_driver``.
     """
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -51,11 +54,29 @@ def create_engine(
     # being taken in turn and found idle for longer than ping_after_idle.
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_use_lifo", True)
+    kwargs.setdefault("json_deserializer", json_from_driver)
     engine = sa.create_engine(parsed, **kwargs)
     if ping_after_idle is not None and not kwargs.get("pool_pre_ping"):
         ping_idle_connections(engine, ping_after_idle)
     sessions_in_utc(engine)
     return engine
+
+
+_DECODE_JSON = json.JSONDecoder().decode
+
+
+def json_from_driver(data: bytes | str) -> Any:
+    """The value of a JSON document as PostgreSQL's driver hands it over (UTF-8 bytes from
+    psycopg, text from psycopg2): what ``json.loads`` returns for it.
+
+    ``json.loads`` first guesses the encoding of bytes (UTF-8, -16 or -32; of these, a
+    server's JSON can only be UTF-8) through two more calls. A read of tasks decodes two
+    documents per task (its parameters and its links), and the detour was a third of the
+    decoding's time: 9 % of the client's instructions for a ``status_check`` of 80 active
+    tasks."""
+    if isinstance(data, bytes):
+        data = data.decode("utf-8", "surrogatepass")
+    return _DECODE_JSON(data)
 
 
 def sessions_in_utc(engine: Engine) -> None:
