@@ -76,7 +76,12 @@ class LinkRecord:
     @classmethod
     def from_values(cls, values: Sequence[Any]) -> LinkRecord:
         """The link whose fields are ``values``, in ``LINK_FIELDS`` order."""
-        return cls(*values)
+        task_id, resource_type, resource_id, role, created_at = values
+        return _built(
+            cls,
+            {"task_id": task_id, "resource_type": resource_type, "resource_id": resource_id,
+             "role": role, "created_at": created_at},
+        )  # fmt: skip
 
 
 #: ``LinkRecord``'s fields, in the order ``LinkRecord.from_values`` takes them.
