@@ -19,9 +19,9 @@ _STATUSES = {status.value: status for status in Status}
 _Record = TypeVar("_Record")
 
 
-def _built(cls: type[_Record], fields: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> _Record:
-    """An instance of the frozen dataclass ``cls`` whose fields are ``fields`` (by name, or
-    name and value pairs; every field, already of its type), made without calling its
+def _built(cls: type[_Record], values: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> _Record:
+    """An instance of the frozen dataclass ``cls`` whose fields are ``values`` (by name, or
+    as name and value pairs; every field, already of its type), made without calling its
     ``__init__``.
 
     A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``: for a
@@ -29,7 +29,7 @@ def _built(cls: type[_Record], fields: Mapping[str, Any] | Iterable[tuple[str, A
     of tasks builds dozens of them with their links.
     """
     record = object.__new__(cls)
-    record.__dict__.update(fields)
+    record.__dict__.update(values)
     return record
 
 
@@ -161,10 +161,10 @@ class TaskRecord:
         # The columns go straight into the record's own dict, which is then finished in
         # place: a dict of them made first was a third of the cost of building a task.
         record = _built(cls, zip(TASK_FIELDS, values, strict=False))
-        fields = record.__dict__
-        fields["status"] = _STATUSES[fields["status"]]
-        fields["progress"] = float(fields["progress"])
-        fields.update(links=links, role=role, deduplicated=False)
+        stored = record.__dict__
+        stored["status"] = _STATUSES[stored["status"]]
+        stored["progress"] = float(stored["progress"])
+        stored.update(links=links, role=role, deduplicated=False)
         return record
 
     @property
