@@ -78,6 +78,8 @@ class LinkRecord:
     def from_values(cls, values: Sequence[Any]) -> LinkRecord:
         """The link whose fields are ``values``, in ``LINK_FIELDS`` order."""
         task_id, resource_type, resource_id, role, created_at = values
+        # Named here rather than zipped with LINK_FIELDS: the zip cost more than the
+        # dataclass's own __init__, and a page of tasks builds three links per task.
         return _built(
             cls,
             {"task_id": task_id, "resource_type": resource_type, "resource_id": resource_id,

@@ -1389,12 +1389,13 @@ def _links_from_json(task_id: str, values: list[list[Any]] | None) -> tuple[Link
     """The links of task ``task_id`` from ``q.with_links``'s JSON array (None: no links)."""
     return tuple(
         LinkRecord.from_values(
-            (task_id, resource_type, resource_id, role, _utc(datetime.fromisoformat(created_at)))
+            (
+                task_id,
+                resource_type,
+                resource_id,
+                role,
+                datetime.fromisoformat(created_at).astimezone(UTC),
+            )
         )
         for resource_type, resource_id, role, created_at in values or ()
     )
-
-
-def _utc(moment: datetime) -> datetime:
-    """``moment`` in UTC; from a session in UTC (see ``sessions_in_utc``) it already is."""
-    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
