@@ -114,13 +114,25 @@ DOCUMENTS = [
     '{"unicode": "Zürich, 東京 🎉", "escaped": "\\u00e9\\ud83c\\udf89\\n\\t\\""}',
     '{"big": 12345678901234567890, "small": -0.000001}',
     '"a string alone"',
+    ' \n {"padded": [1, 2]}\t ',  # the json type keeps a document's text as written
+    '[[1, "a"], \n [2, "b"]]',
 ]
+NOT_JSON = ["", " ", "{", '{"a": 1} x', "[1,]", "nul", "\ud800"]
 
 
 @pytest.mark.parametrize("document", DOCUMENTS)
 def test_json_from_the_driver_is_what_json_loads_gives(document: str) -> None:
     assert json_from_driver(document.encode()) == json.loads(document)
     assert json_from_driver(document) == json.loads(document)
+
+
+@pytest.mark.parametrize("text", NOT_JSON)
+def test_what_json_loads_refuses_the_driver_s_decoder_refuses_alike(text: str) -> None:
+    with pytest.raises(json.JSONDecodeError) as loads_error:
+        json.loads(text)
+    with pytest.raises(json.JSONDecodeError) as driver_error:
+        json_from_driver(text.encode("utf-8", "surrogatepass"))
+    assert str(driver_error.value) == str(loads_error.value)
 
 
 def test_json_columns_read_back_as_json_loads_reads_them(postgres_url: str) -> None:
