@@ -159,20 +159,35 @@ def lifecycle_section() -> str:
         "round measures the baseline on the same database just before.",
         "",
         markdown_or_print(headers, rows),
-        "",
-        markdown_or_print(["ratio (same round, median)", "value"], ratios),
-        *celery_text(rounds, celery_rows(), redis_rounds),
     ]
     for key, unit in (("tasks/s", "tasks per second"), ("submit/s", "submits per second"),
                       ("bulk submit/s", "submits per second"),
                       ("commits/task", "commits per task")):  # fmt: skip
-        column = headers.index(key)
         slug = key.replace("/", "_per_").replace(" ", "_")
-        values = [float(row[column].replace(",", "")) for row in rows]
-        title = f"Tracked lifecycle: {key}"
-        report.chart(report.RESULTS / f"lifecycle_{slug}.png", title, systems, values, unit)
-        text += ["", f"![{key}](lifecycle_{slug}.png)"]
+        text += chart_lines(f"lifecycle_{slug}.png", f"Tracked lifecycle: {key}", rows, unit,
+                            column=headers.index(key))  # fmt: skip
+    text += [
+        "",
+        markdown_or_print(["ratio (same round, median)", "value"], ratios),
+        *chart_lines("lifecycle_ratios_procrastinate.png",
+                     "tasktrail on PostgreSQL ÷ Procrastinate (same round, median)", ratios,
+                     "ratio (1: equal)", decimals=2, reference=1.0),
+        *celery_text(rounds, celery_rows(), redis_rounds),
+    ]  # fmt: skip
     return "\n".join(text)
+
+
+def chart_lines(name: str, title: str, rows: list[list[str]], unit: str, *, column: int = 1,
+                decimals: int = 1, reference: float | None = None) -> list[str]:  # fmt: skip
+    """A bar chart of a table's ``rows``: each row's ``column`` (the number a cell starts
+    with) against its first cell, written to ``name`` under the results. The Markdown lines
+    that show it, none without matplotlib."""
+    labels = [row[0] for row in rows]
+    values = [float(row[column].split()[0].replace(",", "")) for row in rows]
+    if not report.chart(report.RESULTS / name, title, labels, values, unit, decimals=decimals,
+                        reference=reference):  # fmt: skip
+        return []
+    return ["", f"![{title}]({name})"]
 
 
 def latency_cells(row: CeleryRow) -> list[str]:
@@ -215,6 +230,8 @@ def celery_text(
     text = ["", markdown_or_print(["Celery (benchmarks/celery.py)", "tasks/s, sent while running",
                                    "tasks/s, queue loaded first", "p50 ms", "p95 ms"],
                                   table)]  # fmt: skip
+    text += chart_lines("lifecycle_celery_tasks_per_s.png", "Celery: tasks/s, sent while running",
+                        table, "tasks per second")  # fmt: skip
     text += ["", f"p50 / p95 ms: submit → completed of {SAMPLES} tasks, one at a time to an idle "
                  "worker, as the lifecycle's rows; Celery alone from the wall clock just before "
                  "`send_task` to the result's `date_done`, through tasktrail from `created_at` to "
@@ -245,7 +262,10 @@ def celery_text(
         for system in ("tasktrail (postgresql)", "tasktrail (sqlite)")
     ]  # fmt: skip
     return [*text, "", markdown_or_print(["ratio against Celery + Redis (same round, median)",
-                                          "value"], against_celery)]  # fmt: skip
+                                          "value"], against_celery),
+            *chart_lines("lifecycle_ratios_celery_redis.png",
+                         "tasktrail ÷ Celery + Redis (same round, median)", against_celery,
+                         "ratio (1: equal)", decimals=2, reference=1.0)]  # fmt: skip
 
 
 def drain(row: CeleryRow) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,9 +52,11 @@ def machine() -> str:
     )
 
 
-def chart(path: Path, title: str, labels: Sequence[str], values: Sequence[float],
-          unit: str) -> bool:  # fmt: skip
-    """A horizontal bar chart of ``values``; False when matplotlib is not installed."""
+def chart(path: Path, title: str, labels: Sequence[str], values: Sequence[float], unit: str,
+          *, decimals: int = 1, reference: float | None = None) -> bool:  # fmt: skip
+    """A horizontal bar chart of ``values`` (long labels wrapped, each bar's value written
+    with ``decimals``), with a dashed line at ``reference`` if given (1 for a ratio); False
+    when matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -61,13 +64,18 @@ def chart(path: Path, title: str, labels: Sequence[str], values: Sequence[float]
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    figure, axes = plt.subplots(figsize=(8, 0.6 * len(labels) + 1.5))
-    axes.barh(list(labels), list(values), color="#4c72b0")
+    wrapped = [textwrap.fill(label, 48) for label in labels]
+    lines = sum(label.count("\n") + 1 for label in wrapped)
+    figure, axes = plt.subplots(figsize=(10, 0.35 * lines + 0.3 * len(labels) + 1.5))
+    axes.barh(wrapped, list(values), color="#4c72b0")
     axes.invert_yaxis()
+    if reference is not None:
+        axes.axvline(reference, color="#555555", linestyle="--", linewidth=1)
     axes.set_xlabel(unit)
     axes.set_title(title)
     for y, value in enumerate(values):
-        axes.text(value, y, f" {value:,.1f}", va="center")
+        axes.text(value, y, f" {value:,.{decimals}f}", va="center")
+    axes.margins(x=0.12)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
