@@ -144,9 +144,12 @@ _ENDED = sa.text("SELECT completed_at IS NOT NULL FROM tasktrail_tasks WHERE id 
 def tasktrail_latency(trail: Trail, task: TaskRecord) -> float:
     """Poll every ``LATENCY_POLL`` seconds until ``task`` (just submitted) ends: its
     ``created_at`` → ``completed_at`` in ms (tasktrail's own timestamps)."""
+    # In autocommit mode each look sees the latest commits without ending a transaction:
+    # a ROLLBACK would make psycopg forget the connection's prepared statements, and the
+    # next submit on it would be parsed and planned anew.
     with trail.engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
         while not conn.execute(_ENDED, {"id": task.id}).scalar():
-            conn.rollback()  # ends the read, so that the next look sees new commits
             time.sleep(LATENCY_POLL)
     record = trail.get(task.id)
     assert record.completed_at is not None
