@@ -1,8 +1,9 @@
 """``create_engine``: on PostgreSQL a pooled connection that sat unused is checked before
 use, so a server that closed it (restart, idle timeout) costs the caller nothing; on SQLite
-transactions are the database's own, and a write transaction takes the lock at its start;
-JSON from PostgreSQL's driver is decoded as ``json.loads`` decodes it, unless the caller
-gives a decoder; and no engine makes SQLAlchemy dispatch connection events."""
+transactions are the database's own, a write transaction takes the lock at its start, and
+the log is checkpointed every ``SQLITE_CHECKPOINT_PAGES`` pages; JSON from PostgreSQL's
+driver is decoded as ``json.loads`` decodes it, unless the caller gives a decoder; and no
+engine makes SQLAlchemy dispatch connection events."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from tests.conftest import PostgresDatabases
 
 from tasktrail import Trail
 from tasktrail.store import create_engine
-from tasktrail.store.engine import begin_writing, json_from_driver
+from tasktrail.store.engine import SQLITE_CHECKPOINT_PAGES, begin_writing, json_from_driver
 
 
 @pytest.fixture
@@ -222,4 +223,37 @@ def test_a_sqlite_write_transaction_holds_the_write_lock_from_its_start(tmp_path
             other.rollback()
     finally:
         other.close()
+        engine.dispose()
+
+
+def _log_frames(path: Path, page_size: int) -> int:
+    """How many frames a SQLite file's write-ahead log has held at most: its file is reused
+    from the start after a checkpoint, not shrunk (a 32-byte header, then per frame a
+    24-byte header and a page)."""
+    wal = path.with_name(path.name + "-wal")
+    return (wal.stat().st_size - 32) // (24 + page_size)
+
+
+def test_a_sqlite_log_is_checkpointed_every_sqlite_checkpoint_pages(tmp_path: Path) -> None:
+    """A commit that takes the log past ``SQLITE_CHECKPOINT_PAGES`` pages (not SQLite's
+    1,000) copies it into the database, and the log starts again from its beginning."""
+    path = tmp_path / "log.db"
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as conn:
+            page_size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+            conn.exec_driver_sql("CREATE TABLE counter (n INTEGER)")
+            conn.exec_driver_sql("INSERT INTO counter VALUES (0)")
+
+        def commit_one_page(times: int) -> None:
+            for _ in range(times):  # each rewrites the table's one page: one frame
+                with engine.connect() as conn, begin_writing(conn):
+                    conn.exec_driver_sql("UPDATE counter SET n = n + 1")
+
+        commit_one_page(1_500)
+        assert _log_frames(path, page_size) >= 1_500  # not checkpointed at 1,000
+        commit_one_page(SQLITE_CHECKPOINT_PAGES + 1_000 - 1_500)
+        frames = _log_frames(path, page_size)
+        assert SQLITE_CHECKPOINT_PAGES <= frames < SQLITE_CHECKPOINT_PAGES + 10
+    finally:
         engine.dispose()

@@ -1,8 +1,9 @@
 """Engines configured the way tasktrail needs them on each database.
 
-SQLite: WAL (readers never block the writer), a generous busy timeout, foreign keys on, and
-``BEGIN IMMEDIATE`` for write transactions (``begin_writing``) so two writers queue up
-instead of one failing with "database is locked" when it upgrades a read lock. PostgreSQL:
+SQLite: WAL (readers never block the writer) checkpointed every ``SQLITE_CHECKPOINT_PAGES``
+pages, a generous busy timeout, foreign keys on, and ``BEGIN IMMEDIATE`` for write
+transactions (``begin_writing``) so two writers queue up instead of one failing with
+"database is locked" when it upgrades a read lock. PostgreSQL:
 psycopg 3, a pooled connection that sat unused is checked before use (see
 ``ping_idle_connections``), sessions in UTC, and JSON decoded without ``json.loads``'s
 detour (``json_from_driver``).
@@ -26,6 +27,14 @@ from sqlalchemy.engine import URL, Engine, make_url
 PING_AFTER_IDLE = 1.0
 _IDLE_SINCE = "tasktrail_idle_since"
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: How many pages a SQLite file's write-ahead log holds before a commit checkpoints it into
+#: the database file (SQLite's default: 1,000). A checkpoint writes the latest version of
+#: each page in the log back and waits for two fsyncs, in the thread whose commit crossed
+#: the mark. A task's five commits append 25-30 pages, mostly the same few again (its row,
+#: the events' last page, their indexes), so a log four times as long (16 MB) needs a
+#: quarter of the checkpoints, each copying barely more pages: drains of 5,000 tasks by
+#: two worker processes ran 3-13 % faster.
+SQLITE_CHECKPOINT_PAGES = 4_000
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -184,6 +193,7 @@ def install_sqlite_transactions(engine: Engine) -> None:
         cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}")
         cursor.close()
 
     engine.dialect.do_begin = _begin_unless_begun  # type: ignore[method-assign]
