@@ -40,7 +40,7 @@ from benchmarks.celery_apps import (
     make_tracked_app,
     tracked_trail,
 )
-from benchmarks.peers.lifecycle import idle_latencies, quantiles, tasktrail_latency
+from benchmarks.peers.lifecycle import idle_latencies, quantiles, tasktrail_latency, watching
 from tasktrail import Status, Trail
 
 TASKS = int(os.environ.get("BENCH_CELERY_TASKS", "1000"))
@@ -220,12 +220,12 @@ def tracked_celery_latency(database_url: str, samples: int) -> tuple[float, floa
     tasks submitted one at a time to an idle, ready worker, timed by tasktrail's own
     ``created_at`` → ``completed_at`` (as the lifecycle's tasktrail rows)."""
     ids: list[str] = []
-    with tracked_worker(database_url) as (trail, queue):
+    with tracked_worker(database_url) as (trail, queue), watching(database_url) as ended:
 
         def sample() -> float:
             task = trail.submit("bench.tracked", {"n": len(ids)}, queue=queue)
             ids.append(task.id)
-            return tasktrail_latency(trail, task)
+            return tasktrail_latency(trail, task, ended)
 
         millis = idle_latencies(samples, sample)
         check_results("Celery through tasktrail", tracked_results(trail, ids), samples)

@@ -138,19 +138,35 @@ def idle_latencies(samples: int, sample: Callable[[], float]) -> list[float]:
 #: Procrastinate's, so that the waiting client takes no more CPU from the 2 cores than
 #: it does there (``Trail.get`` builds the whole record with its links, several times
 #: this query's cost, 500 times a second).
-_ENDED = sa.text("SELECT completed_at IS NOT NULL FROM tasktrail_tasks WHERE id = :id")
+_ENDED = "SELECT completed_at IS NOT NULL FROM tasktrail_tasks WHERE id = {}"
 
 
-def tasktrail_latency(trail: Trail, task: TaskRecord) -> float:
-    """Poll every ``LATENCY_POLL`` seconds until ``task`` (just submitted) ends: its
-    ``created_at`` → ``completed_at`` in ms (tasktrail's own timestamps)."""
-    # In autocommit mode each look sees the latest commits without ending a transaction:
-    # a ROLLBACK would make psycopg forget the connection's prepared statements, and the
-    # next submit on it would be parsed and planned anew.
-    with trail.engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT")
-        while not conn.execute(_ENDED, {"id": task.id}).scalar():
-            time.sleep(LATENCY_POLL)
+@contextmanager
+def watching(url: str) -> Iterator[Callable[[str], bool]]:
+    """Whether a task of the tasktrail database at ``url`` has ended, looked up as
+    Procrastinate's samples are watched: on a driver connection of its own in autocommit
+    mode, each look one statement that sees the latest commits, away from the pool of the
+    ``Trail`` under test (a look that ended its transaction with a ``ROLLBACK`` on a pooled
+    connection made psycopg forget that connection's prepared statements, and the next
+    submit on it was parsed and planned anew)."""
+    if sa.make_url(url).get_backend_name() == "sqlite":
+        lite = sqlite3.connect(sa.make_url(url).database or "", isolation_level=None, timeout=30)
+        try:
+            yield lambda task_id: bool(lite.execute(_ENDED.format("?"), (task_id,)).fetchone()[0])
+        finally:
+            lite.close()
+        return
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        look = _ENDED.format("%s")
+        yield lambda task_id: bool(conn.execute(look, (task_id,)).fetchone()[0])  # type: ignore[index]
+
+
+def tasktrail_latency(trail: Trail, task: TaskRecord, ended: Callable[[str], bool]) -> float:
+    """Poll ``ended`` (see ``watching``) every ``LATENCY_POLL`` seconds until ``task`` (just
+    submitted) ends: its ``created_at`` → ``completed_at`` in ms (tasktrail's own
+    timestamps)."""
+    while not ended(task.id):
+        time.sleep(LATENCY_POLL)
     record = trail.get(task.id)
     assert record.completed_at is not None
     return (record.completed_at - record.created_at).total_seconds() * 1e3
@@ -177,10 +193,11 @@ def tasktrail_run(url: str, *, tasks: int, samples: int) -> Figures:
         env = {"TASKTRAIL_DATABASE_URL": url, "BENCH_COMMIT_LOG": log}
         count_done = _counter(url, done_sql)
         try:
-            with processes(tasktrail_worker_command(), env):
+            with processes(tasktrail_worker_command(), env), watching(url) as ended:
                 time.sleep(2)
                 millis = idle_latencies(
-                    samples, lambda: tasktrail_latency(trail, trail.submit("bench.tracked"))
+                    samples,
+                    lambda: tasktrail_latency(trail, trail.submit("bench.tracked"), ended),
                 )
             with trail.engine.begin() as conn:
                 for table in ("events", "links", "items", "tasks"):
