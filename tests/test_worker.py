@@ -169,6 +169,76 @@ def test_a_task_queued_by_another_process_is_found(
         other.close()
 
 
+def _claims_by_thread(
+    tasks: Trail, monkeypatch: pytest.MonkeyPatch, *, fail_in: str | None = None
+) -> list[tuple[str, Claimed | None]]:
+    """Every ``claim_next`` of ``tasks``' store from now on, with the thread that made it;
+    with ``fail_in``, the first one made in that thread raises instead."""
+    claims: list[tuple[str, Claimed | None]] = []
+    claim = tasks.store.claim_next
+
+    def recorded(**options: Any) -> Claimed | None:
+        thread = threading.current_thread().name
+        if thread == fail_in and not any(name == fail_in for name, _ in claims):
+            claims.append((thread, None))
+            raise ConnectionError("the database went away for a moment")
+        claims.append((thread, claimed := claim(**options)))
+        return claimed
+
+    monkeypatch.setattr(tasks.store, "claim_next", recorded)
+    return claims
+
+
+def test_a_task_heard_of_is_claimed_by_the_thread_that_heard_it(
+    database_url: str, tasks: Trail, start: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL names the queued task's queue in its NOTIFY: the listener's thread claims
+    it, with no hand-off to the dispatch thread, and nothing else looks for it."""
+    if tasks.engine.dialect.name != "postgresql":
+        pytest.skip("a SQLite file's commit watcher hears commits, not queued tasks")
+    other = Trail(database_url)  # another process, as far as waking us goes
+    other.registry = tasks.registry
+    claims = _claims_by_thread(tasks, monkeypatch)
+    start(concurrency=2, poll_interval=60)
+    submitted = []
+    try:
+        wait_for(lambda: claims, what="the look at start-up")
+        time.sleep(0.1)  # the look the listener asks for once it is listening, too
+        for n in range(3):
+            submitted.append(task := other.submit("w.add", {"a": n, "b": 1}))
+            assert wait_for(lambda: ended(tasks, task.id), what=task.id).result == n + 1
+            time.sleep(0.05)  # idle again
+    finally:
+        other.close()
+
+    takers = {c.task.id: thread for thread, c in claims if c is not None}
+    assert [takers[task.id] for task in submitted] == ["tasktrail-listen"] * 3
+    first = next(i for i, (_, c) in enumerate(claims) if c is not None)
+    assert [thread for thread, _ in claims[first:]] == ["tasktrail-listen"] * 3  # no other look
+
+
+def test_a_claim_that_fails_in_the_listener_leaves_the_task_to_the_dispatch_thread(
+    database_url: str, tasks: Trail, start: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if tasks.engine.dialect.name != "postgresql":
+        pytest.skip("a SQLite file's commit watcher hears commits, not queued tasks")
+    other = Trail(database_url)
+    other.registry = tasks.registry
+    claims = _claims_by_thread(tasks, monkeypatch, fail_in="tasktrail-listen")
+    start(concurrency=2, poll_interval=60)
+    try:
+        first = other.submit("w.add", {"a": 1, "b": 1})
+        assert wait_for(lambda: ended(tasks, first.id), what="the first task").result == 2
+        second = other.submit("w.add", {"a": 2, "b": 2})  # the listener is still listening
+        assert wait_for(lambda: ended(tasks, second.id), what="the second task").result == 4
+    finally:
+        other.close()
+
+    claimed_by = {c.task.id: thread for thread, c in claims if c is not None}
+    assert claimed_by[first.id] == "tasktrail-dispatch"
+    assert claimed_by[second.id] == "tasktrail-listen"
+
+
 def test_an_idle_worker_looks_at_the_queue_once_per_look_it_needs(
     tasks: Trail, start: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,7 +9,8 @@ cancel, and a graceful shutdown that puts unfinished runs back in the queue.
 
 Waking up costs nothing while idle: a task submitted in this process wakes the worker
 through the ``EmbeddedExecutor``; tasks queued by other processes are heard through a
-``LISTEN`` connection on PostgreSQL, and on a SQLite file by watching its commits.
+``LISTEN`` connection on PostgreSQL (whose thread claims the task it hears of into a free
+slot itself), and on a SQLite file by watching its commits.
 Scheduled tasks are promoted when the earliest of them falls due, not on a fixed tick.
 """
 
@@ -270,7 +271,29 @@ class Worker:
     def _heard(self, queue: str) -> None:
         if queue == SCHEDULED_PAYLOAD:
             self._recheck_due.set()
+        elif self._claim_heard():
+            return
         self._wake.wake()
+
+    def _claim_heard(self) -> bool:
+        """A task was queued in another process (PostgreSQL's NOTIFY): claim it in the
+        listener's thread, awake already, rather than wake the dispatch thread for it, a
+        hand-off that cost an idle worker 0.25-0.36 ms of its pickup. True when the
+        dispatch thread has nothing left to do: a task was claimed, and no other was queued.
+        """
+        with self._lock:
+            if len(self._runs) + self._claiming >= self.concurrency:
+                return False  # the wake-up still counts for ``_ended``'s look
+        try:
+            claimed = self._claim()
+        except Exception:
+            logger.exception("worker %s: claiming a task it heard of failed", self.name)
+            return False
+        if claimed is None:
+            return True  # another worker took it (or a claimer of ours took the last slot)
+        if (sync := self._start(claimed.task)) is not None:
+            self._jobs.put(sync)
+        return not claimed.more_queued
 
     def _dispatch_loop(self) -> None:
         while not self._stopping.is_set():
