@@ -279,11 +279,13 @@ class Worker:
         """A task was queued in another process (PostgreSQL's NOTIFY): claim it in the
         listener's thread, awake already, rather than wake the dispatch thread for it, a
         hand-off that cost an idle worker 0.25-0.36 ms of its pickup. True when the
-        dispatch thread has nothing left to do: a task was claimed, and no other was queued.
+        dispatch thread has nothing to do for it: the task was claimed here (or by another
+        worker), and no other was queued.
         """
         with self._lock:
             if len(self._runs) + self._claiming >= self.concurrency:
-                return False  # the wake-up still counts for ``_ended``'s look
+                # No free slot: the wake-up tells a run ending meanwhile to look (``_ended``).
+                return False
         try:
             claimed = self._claim()
         except Exception:
