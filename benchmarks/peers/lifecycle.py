@@ -142,6 +142,27 @@ _ENDED = "SELECT completed_at IS NOT NULL FROM tasktrail_tasks WHERE id = {}"
 
 
 @contextmanager
+def driver_connection(url: str) -> Iterator[Any]:
+    """A DB-API connection of its own to ``url`` (sqlite3's or psycopg's) in autocommit
+    mode, away from any ``Trail``'s pool: each statement sees the latest commits; closed at
+    the end."""
+    if sa.make_url(url).get_backend_name() == "sqlite":
+        lite = sqlite3.connect(sa.make_url(url).database or "", isolation_level=None, timeout=30)
+        try:
+            yield lite
+        finally:
+            lite.close()
+        return
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        yield conn
+
+
+def _placeholder(url: str) -> str:
+    """The parameter marker of ``driver_connection``'s driver for ``url``."""
+    return "?" if sa.make_url(url).get_backend_name() == "sqlite" else "%s"
+
+
+@contextmanager
 def watching(url: str) -> Iterator[Callable[[str], bool]]:
     """Whether a task of the tasktrail database at ``url`` has ended, looked up as
     Procrastinate's samples are watched: on a driver connection of its own in autocommit
@@ -149,16 +170,9 @@ def watching(url: str) -> Iterator[Callable[[str], bool]]:
     ``Trail`` under test (a look that ended its transaction with a ``ROLLBACK`` on a pooled
     connection made psycopg forget that connection's prepared statements, and the next
     submit on it was parsed and planned anew)."""
-    if sa.make_url(url).get_backend_name() == "sqlite":
-        lite = sqlite3.connect(sa.make_url(url).database or "", isolation_level=None, timeout=30)
-        try:
-            yield lambda task_id: bool(lite.execute(_ENDED.format("?"), (task_id,)).fetchone()[0])
-        finally:
-            lite.close()
-        return
-    with psycopg.connect(libpq(url), autocommit=True) as conn:
-        look = _ENDED.format("%s")
-        yield lambda task_id: bool(conn.execute(look, (task_id,)).fetchone()[0])  # type: ignore[index]
+    look = _ENDED.format(_placeholder(url))
+    with driver_connection(url) as conn:
+        yield lambda task_id: bool(conn.execute(look, (task_id,)).fetchone()[0])
 
 
 def tasktrail_latency(trail: Trail, task: TaskRecord, ended: Callable[[str], bool]) -> float:
@@ -239,23 +253,17 @@ def bulk_submit_rate(tasks: int, submit_batch: Callable[[], object]) -> float:
 
 def _counter(url: str, sql: str) -> Callable[[list[int]], int]:
     """A function running ``sql`` (a count) on a connection of its own, one transaction per
-    call, adding one to ``polls[0]`` each time (to subtract its commits)."""
-    if sa.make_url(url).get_backend_name() == "sqlite":
-        path = sa.make_url(url).database or ""
+    call, adding one to ``polls[0]`` each time on PostgreSQL (to subtract its commits from
+    ``pg_stat_database``'s)."""
+    postgresql = sa.make_url(url).get_backend_name() == "postgresql"
 
-        def sqlite_count(polls: list[int]) -> int:
-            with sqlite3.connect(path, timeout=30) as conn:
-                return int(conn.execute(sql).fetchone()[0])
+    def count(polls: list[int]) -> int:
+        with driver_connection(url) as conn:
+            if postgresql:
+                polls[0] += 1
+            return int(conn.execute(sql).fetchone()[0])
 
-        return sqlite_count
-
-    def pg_count(polls: list[int]) -> int:
-        with psycopg.connect(libpq(url), autocommit=True) as conn:
-            polls[0] += 1
-            row = conn.execute(sql).fetchone()
-            return int(row[0]) if row else 0
-
-    return pg_count
+    return count
 
 
 # -- Procrastinate ------------------------------------------------------------------------

@@ -283,7 +283,7 @@ class Worker:
         worker), and no other was queued.
         """
         with self._lock:
-            if len(self._runs) + self._claiming >= self.concurrency:
+            if self._slots_full():
                 # No free slot: the wake-up tells a run ending meanwhile to look (``_ended``).
                 return False
         try:
@@ -293,8 +293,7 @@ class Worker:
             return False
         if claimed is None:
             return True  # another worker took it (or a claimer of ours took the last slot)
-        if (sync := self._start(claimed.task)) is not None:
-            self._jobs.put(sync)
+        self._hand_off(claimed.task)
         return not claimed.more_queued
 
     def _dispatch_loop(self) -> None:
@@ -308,8 +307,7 @@ class Worker:
                     self._rechecked_at = now
                     self._promote_at = now + self._promote_due()
                 if (claimed := self._claim()) is not None:
-                    if (sync := self._start(claimed.task)) is not None:
-                        self._jobs.put(sync)
+                    self._hand_off(claimed.task)
                     if claimed.more_queued:
                         continue
                     # Nothing else was queued: wait for news of a task (one queued since
@@ -342,7 +340,7 @@ class Worker:
         queued. Counted as running from the claim on, so claimers never take more than
         ``concurrency`` tasks between them."""
         with self._lock:
-            if self._stopping.is_set() or len(self._runs) + self._claiming >= self.concurrency:
+            if self._stopping.is_set() or self._slots_full():
                 return None
             self._claiming += 1
         claimed = None
@@ -357,6 +355,16 @@ class Worker:
                     run = _Run(claimed.task)
                     self._runs[run.key] = run
         return claimed
+
+    def _slots_full(self) -> bool:
+        """Whether every slot holds a run or a claim under way (the caller holds ``_lock``)."""
+        return len(self._runs) + self._claiming >= self.concurrency
+
+    def _hand_off(self, task: TaskRecord) -> None:
+        """Run a task just claimed into a slot: an async one on the event loop, a sync one
+        in the next worker thread free."""
+        if (sync := self._start(task)) is not None:
+            self._jobs.put(sync)
 
     def _start(self, task: TaskRecord) -> TaskRecord | None:
         """Start a claimed async task on the event loop; a sync one comes back, for a
