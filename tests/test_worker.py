@@ -193,7 +193,8 @@ def test_a_task_heard_of_is_claimed_by_the_thread_that_heard_it(
     database_url: str, tasks: Trail, start: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PostgreSQL names the queued task's queue in its NOTIFY: the listener's thread claims
-    it, with no hand-off to the dispatch thread, and nothing else looks for it."""
+    it, with no hand-off to the dispatch thread, and nothing else looks for it. Its claims
+    share one connection, taken from the pool once."""
     if tasks.engine.dialect.name != "postgresql":
         pytest.skip("a SQLite file's commit watcher hears commits, not queued tasks")
     other = Trail(database_url)  # another process, as far as waking us goes
@@ -201,9 +202,15 @@ def test_a_task_heard_of_is_claimed_by_the_thread_that_heard_it(
     claims = _claims_by_thread(tasks, monkeypatch)
     start(concurrency=2, poll_interval=60)
     submitted = []
+    checkouts: list[str] = []
     try:
         wait_for(lambda: claims, what="the look at start-up")
         time.sleep(0.1)  # the look the listener asks for once it is listening, too
+        event.listen(
+            tasks.engine.pool,
+            "checkout",
+            lambda *_: checkouts.append(threading.current_thread().name),
+        )
         for n in range(3):
             submitted.append(task := other.submit("w.add", {"a": n, "b": 1}))
             assert wait_for(lambda: ended(tasks, task.id), what=task.id).result == n + 1
@@ -215,6 +222,7 @@ def test_a_task_heard_of_is_claimed_by_the_thread_that_heard_it(
     assert [takers[task.id] for task in submitted] == ["tasktrail-listen"] * 3
     first = next(i for i, (_, c) in enumerate(claims) if c is not None)
     assert [thread for thread, _ in claims[first:]] == ["tasktrail-listen"] * 3  # no other look
+    assert checkouts.count("tasktrail-listen") == 1
 
 
 def test_a_claim_that_fails_in_the_listener_leaves_the_task_to_the_dispatch_thread(
@@ -237,6 +245,59 @@ def test_a_claim_that_fails_in_the_listener_leaves_the_task_to_the_dispatch_thre
     claimed_by = {c.task.id: thread for thread, c in claims if c is not None}
     assert claimed_by[first.id] == "tasktrail-dispatch"
     assert claimed_by[second.id] == "tasktrail-listen"
+
+
+def test_a_claim_that_lands_after_stop_put_the_runs_back_is_put_back_too(
+    database_url: str, tasks: Trail, start: Callable[..., Worker]
+) -> None:
+    """The database stalls in the middle of the listener's claim, past everything ``stop``
+    waits for. When the claim lands at last, the stopped worker queues the task again
+    instead of leaving it ``running`` until another worker's reaper takes it back."""
+    if tasks.engine.dialect.name != "postgresql":
+        pytest.skip("a SQLite file's commit watcher hears commits, not queued tasks")
+    stall = 4242  # an advisory lock the test holds while the claim waits for it
+    with tasks.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF NEW.to_status = 'running' THEN PERFORM pg_advisory_xact_lock({stall});"
+            " END IF; RETURN NEW; END $$"
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER stall BEFORE INSERT ON tasktrail_events"
+            " FOR EACH ROW EXECUTE FUNCTION stall()"
+        )
+    other = Trail(database_url)
+    other.registry = tasks.registry
+    try:
+        with other.engine.connect() as holder:
+            holder.exec_driver_sql(f"SELECT pg_advisory_lock({stall})")
+            worker = start(concurrency=1, poll_interval=60)
+            time.sleep(0.2)  # the look at start-up, and the listener listening
+            task = other.submit("w.add", {"a": 1, "b": 1})
+            wait_for(
+                lambda: holder.exec_driver_sql(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                ).scalar(),
+                what="the claim to wait for the stalled database",
+            )
+            worker.stop(timeout=0.1)
+            assert worker.running() == []
+            holder.exec_driver_sql(f"SELECT pg_advisory_unlock({stall})")
+            holder.commit()
+        back = wait_for(
+            lambda: [e for e in transitions(tasks, task.id) if e.to_status is Status.QUEUED][1:],
+            what="the late claim to be put back",
+        )
+    finally:
+        other.close()
+
+    assert [(e.from_status, e.to_status) for e in transitions(tasks, task.id)] == [
+        (None, Status.QUEUED),
+        (Status.QUEUED, Status.RUNNING),
+        (Status.RUNNING, Status.QUEUED),
+    ]
+    assert back[0].message is not None and "shut down while claiming" in back[0].message
+    assert tasks.get(task.id).status is Status.QUEUED
 
 
 def test_an_idle_worker_looks_at_the_queue_once_per_look_it_needs(

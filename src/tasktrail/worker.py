@@ -131,6 +131,9 @@ class Worker:
         self._changed = threading.Condition(self._lock)
         self._runs: dict[tuple[str, int], _Run] = {}
         self._claiming = 0  # claims under way, each holding a slot
+        # Set once ``stop`` has put the unfinished runs back: a claim landing later (its
+        # database stalled past the stop's wait) is put back too, not run.
+        self._closed = False
         self._jobs: queue.SimpleQueue[TaskRecord | None] = queue.SimpleQueue()
         self._stop_requested = threading.Event()
         self._stopping = threading.Event()
@@ -164,7 +167,11 @@ class Worker:
         # A task scheduled in this process (or, through NOTIFY, in another) may fall due
         # before the next poll: both make the dispatch thread re-read the due times.
         self._unwatch_due = self._wake.watch_due_times(self._recheck_due)
-        self._listener = listen_for_queued(self.store.engine, self._heard, queues=self.queues)
+        # The listener's thread claims what it hears of (``_claim_heard``), on a connection
+        # it keeps rather than one from the pool per claim.
+        self._listener = listen_for_queued(
+            self.store.engine, self._heard, queues=self.queues, around=self.store.keep_connection
+        )
         self._spawn("loop", loop.run_forever)
         for number in range(self.concurrency):
             self._spawn(f"thread-{number}", self._work)
@@ -200,10 +207,18 @@ class Worker:
             self._listener.close()
         wait = self.shutdown_timeout if timeout is None else max(0.0, timeout)
         with self._changed:
-            self._changed.wait_for(lambda: not self._unfinished(), timeout=wait)
+            self._changed.wait_for(
+                lambda: not self._unfinished() and not self._claiming, timeout=wait
+            )
             unfinished = self._unfinished()
+            self._closed = True
         for run in unfinished:
-            self._requeue(run, wait)
+            self._requeue(
+                run,
+                f"worker {self.name} shut down; run {run.task.attempts} had not finished "
+                f"after {wait:g}s, so the task is back in the queue",
+                waited=wait,
+            )
         self._beats_stopped.set()
         self._threads["beat"].join()
         for _ in range(self.concurrency):
@@ -349,12 +364,39 @@ class Worker:
             names = self.trail.registry.names()
             claimed = self.store.claim_next(worker=self.name, queues=self.queues, names=names)
         finally:
-            with self._lock:
+            with self._changed:
                 self._claiming -= 1
-                if claimed is not None:
-                    run = _Run(claimed.task)
-                    self._runs[run.key] = run
+                admitted = claimed is not None and self._admit(claimed.task)
+                self._changed.notify_all()
+        if claimed is not None and not admitted:
+            self._put_back_late(claimed.task)
+            return None
         return claimed
+
+    def _admit(self, task: TaskRecord) -> bool:
+        """Count a task just claimed as running here, unless ``stop`` has already put the
+        unfinished runs back (the caller holds ``_lock``)."""
+        if self._closed:
+            return False
+        run = _Run(task)
+        self._runs[run.key] = run
+        return True
+
+    def _put_back_late(self, task: TaskRecord) -> None:
+        """Queue again a task whose claim landed after ``stop`` put the unfinished runs back."""
+        try:
+            self._requeue(
+                _Run(task),
+                f"worker {self.name} shut down while claiming run {task.attempts}; it never "
+                "started, so the task is back in the queue",
+                waited=0.0,
+            )
+        except Exception:
+            logger.exception(
+                "worker %s: could not put back %s, claimed as it stopped; the reaper will",
+                self.name,
+                task.id,
+            )
 
     def _slots_full(self) -> bool:
         """Whether every slot holds a run or a claim under way (the caller holds ``_lock``)."""
@@ -398,7 +440,9 @@ class Worker:
                     and recorded is not None
                     and recorded.status is Status.COMPLETED
                 )
-                self._ended(task, recorded, claimed, looked_since=started if looked else None)
+                claimed = self._ended(
+                    task, recorded, claimed, looked_since=started if looked else None
+                )
             # A task claimed with the end of the last one runs here: no hand-off to the
             # dispatch thread and back while work is queued.
             sync = None if claimed is None else self._start(claimed)
@@ -427,17 +471,19 @@ class Worker:
         claimed: TaskRecord | None = None,
         *,
         looked_since: int | None = None,
-    ) -> None:
-        """Run ``task`` is over; ``claimed``, taken with its end, runs in its slot.
+    ) -> TaskRecord | None:
+        """Run ``task`` is over; ``claimed``, taken with its end, runs in its slot: returned,
+        unless it came too late to run and was put back in the queue.
 
         ``looked_since``: the end looked at the queue for the slot, and this is the wake-up
         mark taken when the run started."""
         with self._changed:
             self._runs.pop((task.id, task.attempts), None)
-            if claimed is not None:
-                run = _Run(claimed)
-                self._runs[run.key] = run
+            admitted = claimed is None or self._admit(claimed)
             self._changed.notify_all()
+        if claimed is not None and not admitted:
+            self._put_back_late(claimed)
+            claimed = None
         backed_off = recorded is not None and recorded.status is Status.SCHEDULED
         if backed_off:
             self._recheck_due.set()  # look again for when it falls due
@@ -447,6 +493,7 @@ class Worker:
         quiet = looked_since is not None and self._wake.mark() == looked_since
         if backed_off or (claimed is None and not quiet):
             self._wake.wake()
+        return claimed
 
     def _unfinished(self) -> list[_Run]:
         return [run for run in self._runs.values() if not run.forced]
@@ -531,7 +578,7 @@ class Worker:
         with self._changed:
             self._changed.notify_all()
 
-    def _requeue(self, run: _Run, waited: float) -> None:
+    def _requeue(self, run: _Run, message: str, *, waited: float) -> None:
         task = run.task
         try:
             self.store.transition(
@@ -539,10 +586,7 @@ class Worker:
                 REQUEUE,
                 attempt=task.attempts,
                 actor=self.name,
-                message=(
-                    f"worker {self.name} shut down; run {task.attempts} had not finished "
-                    f"after {waited:g}s, so the task is back in the queue"
-                ),
+                message=message,
                 data={"shutdown": True, "waited": waited},
             )
         except (RunSuperseded, InvalidTransition):

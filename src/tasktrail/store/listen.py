@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Collection
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
@@ -44,7 +45,8 @@ class QueueListener:
     ``on_queued("")`` (whatever ``queues``) means "look again, at when scheduled tasks fall
     due too": it comes once after each (re)connect and whenever a task becomes scheduled.
 
-    ``connect`` opens the psycopg connection; it is closed when the listener stops.
+    ``connect`` opens the psycopg connection; it is closed when the listener stops. The
+    thread runs within ``around()`` (what ``on_queued`` needs for the thread's lifetime).
     """
 
     def __init__(
@@ -53,10 +55,12 @@ class QueueListener:
         on_queued: Callable[[str], None],
         *,
         queues: Collection[str] | None = None,
+        around: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> None:
         self._connect = connect
         self._on_queued = on_queued
         self._queues = frozenset(queues) if queues else None
+        self._around = around
         self._closed = threading.Event()
         self._listening = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tasktrail-listen", daemon=True)
@@ -74,12 +78,13 @@ class QueueListener:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        run_reconnecting(
-            self._closed,
-            self._listen,
-            lost="lost the LISTEN connection",
-            on_lost=self._listening.clear,
-        )
+        with self._around():
+            run_reconnecting(
+                self._closed,
+                self._listen,
+                lost="lost the LISTEN connection",
+                on_lost=self._listening.clear,
+            )
 
     def _listen(self) -> None:
         from psycopg import sql
@@ -118,14 +123,16 @@ def listen_for_queued(
     on_queued: Callable[[str], None],
     *,
     queues: Collection[str] | None = None,
+    around: Callable[[], AbstractContextManager[object]] = nullcontext,
 ) -> Listening | None:
     """A started listener calling ``on_queued(queue)`` for tasks queued on ``engine``'s
     database, and ``on_queued("")`` to say "look again, at when scheduled tasks fall due
     too" (on a SQLite file, after every commit); None when the database can do neither,
-    in which case the caller must poll."""
+    in which case the caller must poll. On PostgreSQL its thread calls ``on_queued``
+    within ``around()``."""
     if not can_listen(engine):
         return watch_commits(engine, lambda: on_queued(SCHEDULED_PAYLOAD))
-    listener = QueueListener(connector(engine), on_queued, queues=queues)
+    listener = QueueListener(connector(engine), on_queued, queues=queues, around=around)
     if not listener.start():
         logger.warning("LISTEN is not in place yet; relying on polling until it is")
     return listener
