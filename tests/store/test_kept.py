@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from tests.conftest import PostgresDatabases
 from tests.support.polling import eventually
@@ -129,6 +130,28 @@ def test_a_kept_connection_the_server_closed_is_replaced_after_an_idle_spell(
         assert ended.status is Status.COMPLETED  # the reports after it found a new one
         assert ended.progress == 100
         assert progress_of(trail, task) == [*STEPS]
+    finally:
+        trail.close()
+        postgres.drop(name)
+
+
+def test_a_write_on_a_connection_the_server_closed_raises_the_servers_error(
+    postgres: PostgresDatabases,
+) -> None:
+    """The write fails with the driver's error, not with SQLAlchemy's complaint about the
+    broken connection raised over it, and the next write finds a new connection."""
+    name = postgres.create(migrated=True)
+    trail = Trail(postgres.url(name).render_as_string(hide_password=False))
+    try:
+        tracked(trail)
+        task = claimed(trail, "tracked")
+        with trail.store.keep_connection():
+            trail.store.record_progress(task.id, task.attempts, 10.0, None)
+            postgres.close_connections(name)
+            with pytest.raises(sa.exc.OperationalError, match="terminat"):
+                trail.store.record_progress(task.id, task.attempts, 20.0, None)
+            trail.store.record_progress(task.id, task.attempts, 30.0, None)
+        assert progress_of(trail, task) == [10.0, 30.0]
     finally:
         trail.close()
         postgres.drop(name)

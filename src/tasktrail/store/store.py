@@ -298,7 +298,10 @@ class Store(AggregateQueries):
         try:
             yield
         finally:
-            conn.info.pop(_OWN, None)
+            # A connection lost meanwhile was invalidated, and its info is cleared when it
+            # reconnects; reading it now would raise over the error that invalidated it.
+            if not conn.invalidated:
+                conn.info.pop(_OWN, None)
 
     def wake_other_processes(self) -> None:
         """Tasks were queued in a transaction of the caller's, which has committed: wake the
