@@ -351,9 +351,10 @@ class Worker:
         return min(self.poll_interval, (due - self.store.clock()).total_seconds())
 
     def _claim(self) -> Claimed | None:
-        """Claim the next task into a free slot; None when no slot is free or nothing is
-        queued. Counted as running from the claim on, so claimers never take more than
-        ``concurrency`` tasks between them."""
+        """Claim the next task into a free slot; None when no slot is free, nothing is
+        queued, or the claim landed after ``stop`` put the unfinished runs back (the task
+        is then put back too). Counted as running from the claim on, so claimers never
+        take more than ``concurrency`` tasks between them."""
         with self._lock:
             if self._stopping.is_set() or self._slots_full():
                 return None
