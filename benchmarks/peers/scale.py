@@ -115,6 +115,11 @@ SELECT {SQLITE_ID}, CASE WHEN k IN (1, 5) THEN 'transition' ELSE 'progress' END,
   {SQLITE_TIME}
 FROM s CROSS JOIN e ORDER BY g, k
 """
+RESOURCE_SIZES = """
+SELECT min(tasks), max(tasks), min(active), max(active) FROM (
+  SELECT count(*) AS tasks, sum(CASE WHEN active THEN 1 ELSE 0 END) AS active
+  FROM tasktrail_links WHERE resource_type = :type GROUP BY resource_id) sizes
+"""
 ACTIVE_COUNTS = """
 SELECT (SELECT count(*) FROM tasktrail_links WHERE active),
   (SELECT 3 * count(*) FROM tasktrail_tasks WHERE status IN ('queued', 'running', 'scheduled'))
@@ -144,7 +149,15 @@ def fill(trail: Trail, n: int) -> float:
     seconds = time.perf_counter() - start
     with trail.engine.connect() as conn:
         active_links, links_of_active_tasks = conn.execute(sa.text(ACTIVE_COUNTS)).one()
-    assert active_links == links_of_active_tasks, "links not active exactly with their task"
+        assert active_links == links_of_active_tasks, "links not active exactly with their task"
+        for resource_type in ("project", "user"):
+            fewest, most, fewest_active, most_active = conn.execute(
+                sa.text(RESOURCE_SIZES), {"type": resource_type}
+            ).one()
+            assert (fewest, fewest_active) == (most, most_active), (
+                f"{resource_type}s of uneven size: {fewest}-{most} tasks, "
+                f"{fewest_active}-{most_active} active"
+            )
     return seconds
 
 
