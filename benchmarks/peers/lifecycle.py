@@ -64,7 +64,7 @@ def xact_commits(url: str) -> int:
     that reading it does not count; waits a moment for exited backends to flush stats."""
     time.sleep(1.2)
     name = sa.make_url(url).database
-    with psycopg.connect(libpq(POSTGRES_URL), autocommit=True) as conn:
+    with driver_connection(POSTGRES_URL) as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         row = conn.execute(
             "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (name,)
@@ -292,10 +292,10 @@ def _procrastinate_run(app: Any, url: str, *, tasks: int, samples: int, baseline
     count_done = _counter(url, done_sql)
     with app.open():
         app.schema_manager.apply_schema()
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        with driver_connection(url) as conn:
             conn.execute(proc_app.PROGRESS_TABLE)
         task = app.tasks["bench.tracked"]
-        with processes(command, env), psycopg.connect(dsn, autocommit=True) as watch:
+        with processes(command, env), driver_connection(url) as watch:
             time.sleep(2)
             millis = idle_latencies(samples, lambda: _procrastinate_latency(watch, task.defer()))
             watch.execute("TRUNCATE procrastinate_jobs, bench_progress CASCADE")
